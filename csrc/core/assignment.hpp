@@ -1,0 +1,123 @@
+// Nearest signed permutation of a square matrix V in the L1 sense.
+//
+// Choosing entry (i, j) with sign sign(V_ij) changes ||V - P||_1 by |V_ij| - ||V_ij| - 1|, which is
+// affine in w_ij = min(|V_ij|, 1). So the L1-nearest signed permutation is a maximum-weight
+// assignment on w (for orthogonal V, w = |V|, and it is also the Frobenius-nearest one).
+#pragma once
+
+#include "common.hpp"
+
+namespace fastdto {
+
+FASTDTO_HD double assignment_weight(double v) { return dmin(dabs(v), 1.0); }
+
+// Certified fast path: if every row's largest weight sits in a different column, taking each
+// row's maximum reaches the upper bound sum_i max_j w_ij, so it is optimal. Returns false
+// (perm unspecified) when the row maxima collide.
+FASTDTO_HD bool row_maxima_assignment(const double* V, int d, int* perm) {
+  uint64_t taken = 0;
+  for (int i = 0; i < d; ++i) {
+    int best = 0;
+    double wbest = assignment_weight(V[i * d]);
+    for (int j = 1; j < d; ++j) {
+      const double w = assignment_weight(V[i * d + j]);
+      if (w > wbest) { wbest = w; best = j; }
+    }
+    const uint64_t bit = (uint64_t)1 << best;
+    if (taken & bit) return false;
+    taken |= bit;
+    perm[i] = best;
+  }
+  return true;
+}
+
+// Approximate: repeatedly takes the largest remaining weight (not optimal in general).
+FASTDTO_HD void greedy_assignment(const double* V, int d, int* perm) {
+  uint64_t rows = 0, cols = 0;
+  for (int step = 0; step < d; ++step) {
+    int bi = -1, bj = -1;
+    double wb = -1.0;
+    for (int i = 0; i < d; ++i) {
+      if (rows & ((uint64_t)1 << i)) continue;
+      for (int j = 0; j < d; ++j) {
+        if (cols & ((uint64_t)1 << j)) continue;
+        const double w = assignment_weight(V[i * d + j]);
+        if (w > wb) { wb = w; bi = i; bj = j; }
+      }
+    }
+    rows |= (uint64_t)1 << bi;
+    cols |= (uint64_t)1 << bj;
+    perm[bi] = bj;
+  }
+}
+
+// Exact maximum-weight assignment by the Hungarian method with potentials (shortest augmenting
+// paths, O(d^3)) on the cost 1 - w >= 0. Index 0 is a virtual column, as in the textbook form.
+FASTDTO_HD void exact_assignment(const double* V, int d, int* perm) {
+  double u[kMaxDim + 1], v[kMaxDim + 1], minv[kMaxDim + 1];
+  int row_of[kMaxDim + 1], way[kMaxDim + 1];  // row_of[j]: row matched to column j (1-based)
+  bool used[kMaxDim + 1];
+  for (int j = 0; j <= d; ++j) { u[j] = 0.0; v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
+  for (int i = 1; i <= d; ++i) {
+    row_of[0] = i;
+    int j0 = 0;
+    for (int j = 0; j <= d; ++j) { minv[j] = 1e300; used[j] = false; }
+    do {
+      used[j0] = true;
+      const int i0 = row_of[j0];
+      double delta = 1e300;
+      int j1 = 0;
+      for (int j = 1; j <= d; ++j) {
+        if (used[j]) continue;
+        const double cost = 1.0 - assignment_weight(V[(i0 - 1) * d + (j - 1)]);
+        const double reduced = cost - u[i0] - v[j];
+        if (reduced < minv[j]) { minv[j] = reduced; way[j] = j0; }
+        if (minv[j] < delta) { delta = minv[j]; j1 = j; }
+      }
+      for (int j = 0; j <= d; ++j) {
+        if (used[j]) { u[row_of[j]] += delta; v[j] -= delta; }
+        else minv[j] -= delta;
+      }
+      j0 = j1;
+    } while (row_of[j0] != 0);
+    do {  // flip the augmenting path
+      const int j1 = way[j0];
+      row_of[j0] = row_of[j1];
+      j0 = j1;
+    } while (j0 != 0);
+  }
+  for (int j = 1; j <= d; ++j) perm[row_of[j] - 1] = j - 1;
+}
+
+// Signs of the chosen entries (+1 for zero) and the Frobenius distance ||V - P||_F, summed entry
+// by entry so that distances near zero keep full relative accuracy.
+FASTDTO_HD double signed_permutation_distance(const double* V, int d, const int* perm, int8_t* signs) {
+  double ss = 0.0;
+  for (int i = 0; i < d; ++i) {
+    for (int j = 0; j < d; ++j) {
+      const double x = V[i * d + j];
+      if (j == perm[i]) {
+        const double e = dabs(x) - 1.0;
+        ss += e * e;
+      } else {
+        ss += x * x;
+      }
+    }
+    signs[i] = V[i * d + perm[i]] < 0.0 ? -1 : 1;
+  }
+  return sqrt(ss);
+}
+
+// Full solve: certified greedy when the certificate holds, else the exact assignment (or the
+// uncertified greedy when asked for). Returns the distance; *certified tells which path ran.
+FASTDTO_HD double nearest_signed_permutation(const double* V, int d, Solver solver, int* perm,
+                                             int8_t* signs, bool* certified) {
+  *certified = row_maxima_assignment(V, d, perm);
+  if (!*certified) {
+    if (solver == Solver::Greedy) greedy_assignment(V, d, perm);
+    else exact_assignment(V, d, perm);
+  }
+  return signed_permutation_distance(V, d, perm, signs);
+}
+
+}  // namespace fastdto

@@ -1,0 +1,39 @@
+// Shared definitions for the per-matrix kernels. Everything under csrc/core is header-only and
+// compiles both as host C++17 and as CUDA device code, so the CPU and GPU engines cannot drift.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FASTDTO_HD __host__ __device__ __forceinline__
+#else
+#define FASTDTO_HD inline
+#endif
+
+namespace fastdto {
+
+// Largest latent dimension the engine accepts. Per-matrix scratch lives on the stack (or in
+// registers/local memory on the GPU), so the bound is compile-time.
+constexpr int kMaxDim = 64;
+
+// Machine epsilons used by the documented numerical rules.
+constexpr double kEps64 = 2.220446049250313e-16;
+constexpr double kEps32 = 1.1920928955078125e-07;
+
+enum class Solver : int { Exact = 0, Greedy = 1 };
+
+// Per-sample status bits reported back to Python.
+enum SampleFlags : uint8_t {
+  kFlagAmbiguous = 1,   // V is not unique to working precision (near-repeated singular values)
+  kFlagSvdPath = 2,     // recomputed by QR + one-sided Jacobi on J (Gram was ill-conditioned)
+  kFlagNonFinite = 4,   // input contained NaN/Inf (or squares overflowing float64)
+  kFlagCertified = 8,   // nearest signed permutation certified by the greedy row-maximum test
+};
+
+FASTDTO_HD double dabs(double x) { return x < 0.0 ? -x : x; }
+FASTDTO_HD double dmin(double a, double b) { return a < b ? a : b; }
+FASTDTO_HD double dmax(double a, double b) { return a > b ? a : b; }
+FASTDTO_HD bool is_finite(double x) { return x - x == 0.0; }  // false for NaN and +-Inf
+
+}  // namespace fastdto

@@ -1,0 +1,62 @@
+// The per-sample pipeline after the Gram matrix: eigen route, the decision to redo a sample on
+// J, sign convention, degeneracy flag and the nearest signed permutation. Host and device share it.
+#pragma once
+
+#include "assignment.hpp"
+#include "jacobi_eigen.hpp"
+#include "svd.hpp"
+
+namespace fastdto {
+
+struct SampleOptions {
+  Solver solver;
+  // Samples with sigma_min / sigma_max below this are recomputed on J (QR + one-sided Jacobi):
+  // through the Gram, V's error grows like eps64 * (sigma_max / sigma_min)^2.
+  double gram_rcond;
+  // V counts as not unique when two consecutive singular values differ by at most
+  // ambiguity_tol * sigma_max (or when J is zero).
+  double ambiguity_tol;
+};
+
+// Eigen route: G (d x d, destroyed) -> sigma descending, V. Returns true when the sample must be
+// recomputed on J because the Gram's conditioning makes V unreliable.
+FASTDTO_HD bool eigen_from_gram(double* G, int d, double gram_rcond, double* sigma, double* V) {
+  jacobi_eigh(G, d, sigma, V);  // eigenvalues land in sigma, then become their square roots
+  const double top = sigma[0];
+  const bool needs_svd = d > 1 && top > 0.0 && !(sigma[d - 1] > gram_rcond * gram_rcond * top);
+  for (int k = 0; k < d; ++k) sigma[k] = sqrt(dmax(sigma[k], 0.0));
+  return needs_svd;
+}
+
+// Singular vectors have arbitrary signs: fix each column's largest-magnitude entry positive, so
+// results are reproducible across engines (DtO itself does not depend on it).
+FASTDTO_HD void normalize_column_signs(double* V, int d) {
+  for (int k = 0; k < d; ++k) {
+    int best = 0;
+    for (int i = 1; i < d; ++i)
+      if (dabs(V[i * d + k]) > dabs(V[best * d + k])) best = i;
+    if (V[best * d + k] < 0.0)
+      for (int i = 0; i < d; ++i) V[i * d + k] = -V[i * d + k];
+  }
+}
+
+FASTDTO_HD bool is_ambiguous(const double* sigma, int d, double tol) {
+  if (d == 1) return false;
+  if (!(sigma[0] > 0.0)) return true;
+  for (int k = 0; k + 1 < d; ++k)
+    if (sigma[k] - sigma[k + 1] <= tol * sigma[0]) return true;
+  return false;
+}
+
+// Everything after sigma and V are known. Returns the flag bits and writes the distance.
+FASTDTO_HD uint8_t finish_sample(double* V, const double* sigma, int d, const SampleOptions& opt,
+                                 int* perm, int8_t* signs, double* distance) {
+  normalize_column_signs(V, d);
+  uint8_t flags = is_ambiguous(sigma, d, opt.ambiguity_tol) ? kFlagAmbiguous : 0;
+  bool certified = false;
+  *distance = nearest_signed_permutation(V, d, opt.solver, perm, signs, &certified);
+  if (certified) flags |= kFlagCertified;
+  return flags;
+}
+
+}  // namespace fastdto

@@ -1,0 +1,39 @@
+// CPU batch drivers (OpenMP) over the per-matrix core.
+#pragma once
+
+#include <cstdint>
+
+#include "../core/sample.hpp"
+
+namespace fastdto {
+
+// A strided batch of N matrices of shape rows x cols; strides are in elements.
+struct StridedBatch {
+  const void* data;
+  bool is_f64;
+  long long count, rows, cols;
+  long long s_batch, s_row, s_col;
+};
+
+// Per-sample outputs, caller-allocated, contiguous. V may be null.
+struct DtoOutputs {
+  double* sigma;     // count x d
+  int64_t* perm;     // count x d
+  int8_t* signs;     // count x d
+  double* distance;  // count
+  uint8_t* flags;    // count, SampleFlags bits
+  double* V;         // count x d x d, row-major, columns are right singular vectors
+};
+
+namespace cpu {
+
+// J: count x n x d. Fills outputs; samples with non-finite input get kFlagNonFinite and no other
+// outputs. threads <= 0 means OpenMP's default.
+void dto_from_jacobians(const StridedBatch& J, const SampleOptions& opt, const DtoOutputs& out,
+                        int threads);
+
+// V: count x d x d. Fills perm, signs, distance, flags (V and sigma of out are unused).
+void signed_permutations(const StridedBatch& V, Solver solver, const DtoOutputs& out, int threads);
+
+}  // namespace cpu
+}  // namespace fastdto

@@ -1,0 +1,313 @@
+"""Distance to Orthogonality (DtO): the public entry points and their result types.
+
+For a decoder Jacobian ``J = U S V^T`` (``n x d``), ``V``'s rows index the latent axes and its columns the
+singular directions. DtO of one sample is ``||V - P(V)||_F`` with ``P(V)`` the signed permutation matrix
+nearest to ``V`` in the L1 sense (Rolinek, Zietlow and Martius, CVPR 2019); the reported DtO is the mean
+over samples. Zero means every latent axis is exactly a singular direction of the decoder.
+
+Pipeline per sample, in the compiled engine: ``G = J^T J`` with float64 accumulation, cyclic Jacobi on
+``G``, ``sigma = sqrt(eig(G))`` descending, then the nearest signed permutation (certified row-maximum
+fast path, else an exact Hungarian assignment). Samples with ``sigma_min / sigma_max < gram_rcond`` are
+recomputed from ``J`` itself by Householder QR plus one-sided Jacobi, because through the Gram matrix the
+error of ``V`` grows like ``eps64 * (sigma_max / sigma_min)^2``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import _fastdto_engine as _engine
+
+from .jacobian import DEFAULT_MEMORY_BUDGET, _check_latents, iter_jacobian_chunks
+
+__all__ = ["DtOResult", "SignedPermutation", "evaluate", "dto_from_jacobians",
+           "nearest_signed_permutation", "DEFAULT_GRAM_RCOND", "MAX_DIM"]
+
+MAX_DIM: int = _engine.MAX_DIM
+#: ``eps64 ** (1/4)``: below this ``sigma_min / sigma_max`` the Gram route could lose more than
+#: ``sqrt(eps64)`` in ``V``; such samples are recomputed on ``J``. For float32 Jacobians this keeps the
+#: Gram route's error below the input's own rounding error ``eps32 * sigma_max / sigma_min``.
+DEFAULT_GRAM_RCOND: float = _engine.EPS64 ** 0.25
+_SOLVERS = ("exact", "greedy", "milp")
+
+
+@dataclass(frozen=True, repr=False)
+class SignedPermutation:
+    """Nearest signed permutations of square matrices (batched, or a single one when the input was 2-D).
+
+    ``P[i, permutation[i]] = signs[i]`` and zero elsewhere; ``distance = ||V - P||_F``.
+    """
+
+    permutation: torch.Tensor  # (N, d) int64: column picked for row i
+    signs: torch.Tensor        # (N, d) int8 in {-1, +1}
+    distance: torch.Tensor     # (N,) float64
+    certified: torch.Tensor    # (N,) bool: the greedy row-maximum certificate held
+
+    def matrix(self) -> torch.Tensor:
+        """The signed permutation matrices, ``(N, d, d)`` (or ``(d, d)``), float64."""
+        perm = self.permutation if self.permutation.ndim == 2 else self.permutation[None]
+        signs = self.signs if self.signs.ndim == 2 else self.signs[None]
+        N, d = perm.shape
+        P = torch.zeros((N, d, d), dtype=torch.float64, device=perm.device)
+        P.scatter_(2, perm[:, :, None], signs[:, :, None].to(torch.float64))
+        return P if self.permutation.ndim == 2 else P[0]
+
+    def __repr__(self) -> str:
+        return f"SignedPermutation(shape={tuple(self.permutation.shape)}, distance={self.distance})"
+
+
+@dataclass(frozen=True, repr=False)
+class DtOResult:
+    """Result of :func:`evaluate` / :func:`dto_from_jacobians`. Tensors live on the input's device.
+
+    Rows and columns refer to the latent axes in ``active`` (all of them unless restricted).
+    """
+
+    dto: float                      # mean of per_sample
+    std: float                      # population standard deviation (ddof = 0) of per_sample
+    per_sample: torch.Tensor        # (N,) float64: ||V_i - P(V_i)||_F
+    singular_values: torch.Tensor   # (N, k) float64, descending
+    permutation: torch.Tensor       # (N, k) int64: active latent r is matched to singular direction permutation[:, r]
+    signs: torch.Tensor             # (N, k) int8: sign of that match
+    active: torch.Tensor            # (k,) int64: latent indices used
+    ambiguous: torch.Tensor         # (N,) bool: V not unique (near-repeated or several zero singular values)
+    svd_path: torch.Tensor          # (N,) bool: sample recomputed on J (ill-conditioned Gram)
+    certified: torch.Tensor         # (N,) bool: greedy certificate held (no assignment solve needed)
+    solver: str = "exact"
+    V: torch.Tensor | None = field(default=None)  # (N, k, k) float64 when requested
+
+    def __repr__(self) -> str:
+        N, k = self.singular_values.shape
+        return (f"DtOResult(dto={self.dto:.4f} ± {self.std:.4f}, N={N}, latents={k}, "
+                f"ambiguous={int(self.ambiguous.sum())}, svd_path={int(self.svd_path.sum())}, solver='{self.solver}')")
+
+
+def _check_solver(solver) -> str:
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+    return solver
+
+
+def _resolve_active(active, d: int, latents: torch.Tensor | None) -> list[int]:
+    """Latent indices from None (all), 'auto' (std of latents > 0.5), a bool mask or indices."""
+    if active is None:
+        return list(range(d))
+    if isinstance(active, str):
+        if active != "auto":
+            raise ValueError(f"active must be None, 'auto', a boolean mask or indices, got {active!r}")
+        if latents is None:
+            raise ValueError("active='auto' needs the latents (it keeps axes whose std over the latents "
+                             "exceeds 0.5); with Jacobians alone pass indices or a mask")
+        from .metrics import active_latents
+        mask = torch.as_tensor(np.asarray(active_latents(latents)), dtype=torch.bool)
+        idx = mask.nonzero().flatten().tolist()
+        if not idx:
+            raise ValueError("active='auto' found no active latent: every latent's std over the given "
+                             "latents is <= 0.5 (pass active=None to use all latents)")
+        return idx
+    a = torch.as_tensor(np.asarray(active.cpu() if isinstance(active, torch.Tensor) else active))
+    if a.dtype == torch.bool:
+        if a.shape != (d,):
+            raise ValueError(f"active mask must have shape ({d},), got {tuple(a.shape)}")
+        idx = a.nonzero().flatten().tolist()
+    elif not a.dtype.is_floating_point and a.ndim == 1:
+        idx = a.tolist()
+        if any(i < 0 or i >= d for i in idx):
+            raise ValueError(f"active indices must lie in [0, {d}), got {idx}")
+        if len(set(idx)) != len(idx):
+            raise ValueError(f"active indices must be distinct, got {idx}")
+    else:
+        raise ValueError(f"active must be None, 'auto', a boolean mask or a 1-D list of integer indices, got {active!r}")
+    if not idx:
+        raise ValueError("active selects no latent")
+    return idx
+
+
+def _check_tolerances(gram_rcond, ambiguity_tol):
+    if not (isinstance(gram_rcond, (int, float)) and 0.0 <= gram_rcond <= 1.0):
+        raise ValueError(f"gram_rcond must be a number in [0, 1], got {gram_rcond!r}")
+    if ambiguity_tol is not None and not (isinstance(ambiguity_tol, (int, float)) and 0.0 <= ambiguity_tol < 1.0):
+        raise ValueError(f"ambiguity_tol must be None or a number in [0, 1), got {ambiguity_tol!r}")
+
+
+def _default_ambiguity_tol(dtype) -> float:
+    """sqrt(eps) of the Jacobian's dtype: below that relative gap the input's own rounding moves V by more than sqrt(eps)."""
+    return math.sqrt(_engine.EPS64 if dtype in (torch.float64, np.float64) else _engine.EPS32)
+
+
+class _Accumulator:
+    """Runs the engine chunk by chunk and gathers the per-sample outputs."""
+
+    def __init__(self, solver, gram_rcond, ambiguity_tol, return_v, threads):
+        self.solver, self.gram_rcond, self.ambiguity_tol = solver, gram_rcond, ambiguity_tol
+        self.return_v, self.threads = return_v, threads
+        self.parts: list[tuple] = []
+
+    def add(self, J: torch.Tensor, first_index: int) -> None:
+        if J.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"Jacobians must be float32 or float64, got {J.dtype}")
+        if J.shape[2] > MAX_DIM:
+            raise ValueError(f"latent dimension {J.shape[2]} exceeds the supported maximum of {MAX_DIM}")
+        tol = _default_ambiguity_tol(J.dtype) if self.ambiguity_tol is None else self.ambiguity_tol
+        milp = self.solver == "milp"
+        array = J.detach().cpu().numpy()
+        try:
+            sigma, perm, signs, dist, flags, V = _engine.dto_from_jacobians(
+                array, "exact" if milp else self.solver, self.gram_rcond, tol, self.return_v or milp,
+                self.threads or 0)
+        except ValueError as err:  # name the sample in the caller's numbering
+            msg = str(err)
+            if msg.startswith("J[") and first_index:
+                i = int(msg[2:msg.index("]")])
+                msg = f"J[{first_index + i}]" + msg[msg.index("]") + 1:]
+            raise ValueError(msg + "; the decoder's Jacobian is not finite there") from None
+        if milp:
+            from .reference import signed_permutation_milp
+            perm, signs, dist = signed_permutation_milp(V)
+            if not self.return_v:
+                V = None
+        self.parts.append((sigma, perm, signs, dist, flags, V))
+
+    def result(self, active: list[int], device) -> DtOResult:
+        cat = [np.concatenate([p[i] for p in self.parts]) if self.parts[0][i] is not None else None
+               for i in range(6)]
+        sigma, perm, signs, dist, flags, V = cat
+
+        def t(x):
+            return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+        per_sample = t(dist.astype(np.float64))
+        return DtOResult(
+            dto=float(dist.mean()), std=float(dist.std()), per_sample=per_sample,
+            singular_values=t(sigma), permutation=t(perm.astype(np.int64)), signs=t(signs.astype(np.int8)),
+            active=torch.tensor(active, dtype=torch.int64, device=device),
+            ambiguous=t((flags & _engine.FLAG_AMBIGUOUS) > 0), svd_path=t((flags & _engine.FLAG_SVD_PATH) > 0),
+            certified=t((flags & _engine.FLAG_CERTIFIED) > 0), solver=self.solver,
+            V=None if V is None else t(V))
+
+
+def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exact",
+             chunk_size: int | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+             return_v: bool = False, gram_rcond: float = DEFAULT_GRAM_RCOND,
+             ambiguity_tol: float | None = None, threads: int | None = None) -> DtOResult:
+    """Distance to Orthogonality of ``decoder`` at every latent point.
+
+    Args:
+        decoder: callable mapping ``(B, d)`` latents to ``(B, ...)`` outputs (an ``nn.Module`` or a
+            function); modules are evaluated in eval mode and their mode is restored afterwards.
+        latents: ``(N, d)`` float tensor (typically posterior means), on the decoder's device and dtype.
+        active: which latent axes enter the Jacobian. ``None``: all. ``"auto"``: the paper's rule, axes
+            whose standard deviation over ``latents`` exceeds 0.5. Or a boolean mask of length ``d``, or
+            a list/tensor of indices.
+        solver: ``"exact"`` (certified greedy, else exact Hungarian assignment), ``"greedy"``
+            (approximate: largest-entry-first where the certificate fails; an upper bound on DtO), or
+            ``"milp"`` (the paper's L1 mixed-integer program solved by HiGHS per sample; slow, for
+            cross-checks).
+        chunk_size: latents per Jacobian chunk; by default derived from ``memory_budget``.
+        memory_budget: approximate working memory per chunk in bytes (default 512 MiB). Memory use is
+            bounded by the chunk, never by ``N``.
+        return_v: also return the right singular vectors ``V`` (``(N, k, k)``).
+        gram_rcond: samples with ``sigma_min / sigma_max`` below this are recomputed on ``J`` by QR plus
+            one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample,
+            ``0`` never).
+        ambiguity_tol: relative singular-value gap at or below which ``V`` counts as not unique
+            (``ambiguous``); default ``sqrt(eps)`` of the Jacobian's dtype.
+        threads: engine threads (default: OpenMP's default).
+
+    Returns:
+        :class:`DtOResult` with tensors on ``latents.device``.
+    """
+    _check_solver(solver)
+    _check_tolerances(gram_rcond, ambiguity_tol)
+    if not isinstance(return_v, bool):
+        raise TypeError("return_v must be a bool")
+    latents = _check_latents(latents)
+    d = latents.shape[1]
+    if d > MAX_DIM:
+        raise ValueError(f"latents has d = {d} dimensions; the supported maximum is {MAX_DIM}")
+    columns = _resolve_active(active, d, latents)
+    acc = _Accumulator(solver, gram_rcond, ambiguity_tol, return_v, threads)
+    for start, J in iter_jacobian_chunks(decoder, latents, columns, chunk_size=chunk_size,
+                                         memory_budget=memory_budget):
+        acc.add(J, start)
+    return acc.result(columns, latents.device)
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    return x.detach()
+
+
+def dto_from_jacobians(J, *, active=None, solver: str = "exact", return_v: bool = False,
+                       gram_rcond: float = DEFAULT_GRAM_RCOND, ambiguity_tol: float | None = None,
+                       chunk_size: int = 65536, threads: int | None = None) -> DtOResult:
+    """DtO from precomputed Jacobians ``J`` of shape ``(N, n, d)`` (or ``(n, d)`` for one sample).
+
+    Options as in :func:`evaluate`; ``active`` takes a mask or indices (``"auto"`` needs latents, so it is
+    not available here). Any strides are accepted; float32 or float64.
+    """
+    _check_solver(solver)
+    _check_tolerances(gram_rcond, ambiguity_tol)
+    J = _as_tensor(J, "J")
+    if J.ndim == 2:
+        J = J[None]
+    if J.ndim != 3:
+        raise ValueError(f"J must have shape (N, n, d) or (n, d), got shape {tuple(J.shape)}")
+    if min(J.shape) == 0:
+        raise ValueError(f"J is empty (shape {tuple(J.shape)}); every dimension must be >= 1")
+    if J.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"J must be float32 or float64, got {J.dtype}")
+    d = J.shape[2]
+    if d > MAX_DIM:
+        raise ValueError(f"J has d = {d} latent dimensions; the supported maximum is {MAX_DIM}")
+    columns = _resolve_active(active, d, None)
+    if len(columns) != d:
+        J = J[:, :, columns]
+    acc = _Accumulator(solver, gram_rcond, ambiguity_tol, return_v, threads)
+    for start in range(0, J.shape[0], chunk_size):
+        acc.add(J[start:start + chunk_size], start)
+    return acc.result(columns, J.device)
+
+
+def nearest_signed_permutation(V, *, solver: str = "exact", threads: int | None = None) -> SignedPermutation:
+    """Nearest signed permutation matrices (L1 sense) of ``V``: ``(N, d, d)`` or ``(d, d)``.
+
+    For orthogonal ``V`` (e.g. from an SVD) this is also the Frobenius-nearest one. Solvers as in
+    :func:`evaluate`. Results are on ``V``'s device.
+    """
+    _check_solver(solver)
+    V = _as_tensor(V, "V")
+    single = V.ndim == 2
+    if single:
+        V = V[None]
+    if V.ndim != 3 or V.shape[1] != V.shape[2]:
+        raise ValueError(f"V must have shape (N, d, d) or (d, d) with square matrices, got {tuple(V.shape)}")
+    if min(V.shape) == 0:
+        raise ValueError(f"V is empty (shape {tuple(V.shape)})")
+    if V.shape[1] > MAX_DIM:
+        raise ValueError(f"V is {V.shape[1]} x {V.shape[1]}; the supported maximum is {MAX_DIM}")
+    if V.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"V must be float32 or float64, got {V.dtype}")
+    device = V.device
+    array = V.cpu().numpy()
+    if solver == "milp":
+        if not np.isfinite(array).all():
+            raise ValueError("V contains NaN or Inf")
+        from .reference import signed_permutation_milp
+        perm, signs, dist = signed_permutation_milp(array.astype(np.float64))
+        certified = np.zeros(len(dist), dtype=bool)
+    else:
+        perm, signs, dist, flags = _engine.signed_permutations(array, solver, threads or 0)
+        certified = (flags & _engine.FLAG_CERTIFIED) > 0
+    out = [torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in
+           (perm.astype(np.int64), signs.astype(np.int8), np.asarray(dist, dtype=np.float64), certified)]
+    if single:
+        out = [x[0] for x in out]
+    return SignedPermutation(*out)

@@ -1,0 +1,197 @@
+"""Batched decoder Jacobians by forward-mode automatic differentiation.
+
+A decoder maps latents ``(B, d)`` to outputs ``(B, ...)``. Its Jacobian at one latent is an
+``(n, d)`` matrix with ``n`` the number of outputs per sample. Because ``d`` is small and ``n`` large,
+forward mode is the right tool: ``d`` Jacobian-vector products with one-hot tangents give all
+columns, and ``torch.func.vmap`` runs those products as a single batched decoder call per chunk of
+latents. Reverse mode would need ``n`` backward passes (or ``n``-fold memory).
+
+Latents are processed in chunks, so memory is bounded by the chunk size, never by ``N``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+__all__ = ["jacobians", "DEFAULT_MEMORY_BUDGET"]
+
+#: Default working-memory budget for one chunk of Jacobians (bytes).
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+# Forward-mode Jacobian memory per latent, in units of (d + 1) * n output elements: outputs and their
+# tangents, the Jacobian chunk handed to the engine, and room for intermediate activations.
+_BYTES_FACTOR = 4
+
+
+def _check_latents(latents) -> torch.Tensor:
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"latents must be a torch.Tensor of shape (N, d), got {type(latents).__name__}")
+    if latents.ndim != 2:
+        raise ValueError(f"latents must have shape (N, d), got shape {tuple(latents.shape)}")
+    if latents.shape[0] == 0:
+        raise ValueError("latents is empty: need at least one latent point (N >= 1)")
+    if latents.shape[1] == 0:
+        raise ValueError("latents has d = 0 latent dimensions; need d >= 1")
+    if not latents.is_floating_point():
+        raise TypeError(f"latents must be float32 or float64, got {latents.dtype}")
+    if not bool(torch.isfinite(latents).all()):
+        bad = int((~torch.isfinite(latents)).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"latents contains NaN or Inf (first at row {bad})")
+    return latents.detach()
+
+
+def _check_decoder_device(decoder, latents: torch.Tensor) -> None:
+    if not callable(decoder):
+        raise TypeError(f"decoder must be callable (an nn.Module or a function), got {type(decoder).__name__}")
+    if isinstance(decoder, torch.nn.Module):
+        for name, p in decoder.named_parameters():
+            if p.device != latents.device:
+                raise ValueError(
+                    f"decoder parameter '{name}' is on {p.device} but latents are on {latents.device}; "
+                    "move one of them (e.g. latents.to(next(decoder.parameters()).device))")
+            if p.is_floating_point() and p.dtype != latents.dtype:
+                raise TypeError(
+                    f"latents are {latents.dtype} but decoder parameter '{name}' is {p.dtype}; "
+                    f"pass latents.to({p.dtype})")
+            break
+
+
+@contextmanager
+def _eval_mode(decoder):
+    """Evaluates a module in eval mode (BatchNorm statistics, no Dropout) and restores its mode."""
+    if isinstance(decoder, torch.nn.Module):
+        modes = [(m, m.training) for m in decoder.modules()]
+        decoder.eval()
+        try:
+            yield
+        finally:
+            for m, training in modes:
+                m.train(training)
+    else:
+        yield
+
+
+def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"the decoder must return a torch.Tensor, got {type(y).__name__}")
+    if y.ndim < 1 or y.shape[0] != batch:
+        raise ValueError(
+            f"the decoder must keep the batch dimension: input batch {batch}, output shape {tuple(y.shape)}")
+    if not y.is_floating_point():
+        raise TypeError(f"the decoder must return floating-point outputs, got {y.dtype}")
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return y
+
+
+def _flat(decoder: Callable) -> Callable:
+    return lambda z: decoder(z).reshape(z.shape[0], -1)
+
+
+def _jacobian_forward(f, z: torch.Tensor, basis: torch.Tensor):
+    """All requested columns in one vmapped forward-mode call: returns (output, J as (k, B, n))."""
+    def column(t):
+        return torch.func.jvp(f, (z,), (t,))
+
+    y, jt = torch.func.vmap(column)(basis)
+    return y[0], jt
+
+
+def _jacobian_double_vjp(f, z: torch.Tensor, basis: torch.Tensor):
+    """Exact fallback when an op has no forward-mode rule: J t = d/du <J^T u, t> (two reverse passes)."""
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        y = f(zz)
+        u = torch.zeros_like(y, requires_grad=True)
+        (g,) = torch.autograd.grad(y, zz, u, create_graph=True)
+        cols = [torch.autograd.grad(g, u, t, retain_graph=True)[0] for t in basis]
+    return y.detach(), torch.stack(cols).detach()
+
+
+def chunk_size_for(n_outputs: int, n_columns: int, itemsize: int, memory_budget: int) -> int:
+    """Number of latents per chunk that keeps the forward-mode working set within memory_budget."""
+    per_sample = _BYTES_FACTOR * (n_columns + 1) * n_outputs * itemsize
+    return max(1, int(memory_budget // per_sample))
+
+
+def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] | None = None, *,
+                         chunk_size: int | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET
+                         ) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yields ``(start, J)`` with ``J`` of shape ``(B, n, k)`` for consecutive chunks of latents.
+
+    ``columns`` selects the latent axes to differentiate along (default: all ``d``). ``J`` is a strided
+    view of a ``(k, B, n)`` buffer: each column is contiguous, which is what the engine reads fastest.
+    """
+    latents = _check_latents(latents)
+    _check_decoder_device(decoder, latents)
+    N, d = latents.shape
+    columns = list(range(d)) if columns is None else [int(c) for c in columns]
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not (isinstance(memory_budget, (int, float)) and memory_budget > 0):
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    f = _flat(decoder)
+    use_forward = True
+    with _eval_mode(decoder), torch.no_grad():
+        probe = _check_output(decoder(latents[:1]), 1)
+        n = probe[0].numel()
+        if n == 0:
+            raise ValueError("the decoder returns an empty output per sample")
+        B = chunk_size or chunk_size_for(n, len(columns), probe.element_size(), memory_budget)
+        for start in range(0, N, B):
+            z = latents[start:start + B]
+            basis = torch.zeros((len(columns),) + tuple(z.shape), dtype=z.dtype, device=z.device)
+            for i, c in enumerate(columns):
+                basis[i, :, c] = 1
+            if use_forward:
+                try:
+                    y, jt = _jacobian_forward(f, z, basis)
+                except (NotImplementedError, RuntimeError) as err:
+                    if not _is_missing_forward_rule(err):
+                        raise
+                    warnings.warn(
+                        "the decoder uses an operation without a forward-mode derivative "
+                        f"({str(err).splitlines()[0][:200]}); computing exact Jacobians by the slower "
+                        "double-vjp method instead", RuntimeWarning, stacklevel=3)
+                    use_forward = False
+            if not use_forward:
+                y, jt = _jacobian_double_vjp(f, z, basis)
+            _check_output(y, z.shape[0])
+            if jt.shape[:2] != (len(columns), z.shape[0]):
+                raise ValueError(f"the decoder must keep the batch dimension: got Jacobian shape {tuple(jt.shape)}")
+            yield start, jt.permute(1, 2, 0)
+
+
+def _is_missing_forward_rule(err: Exception) -> bool:
+    text = str(err).lower()
+    return any(s in text for s in ("forward ad", "forward-mode", "forward mode", "jvp", "not implemented",
+                                   "vmap", "batching rule"))
+
+
+def jacobians(decoder, latents: torch.Tensor, *, chunk_size: int | None = None,
+              memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+    """Decoder Jacobians at every latent point.
+
+    Args:
+        decoder: any callable mapping a ``(B, d)`` tensor to a ``(B, ...)`` tensor, typically an
+            ``nn.Module``. Modules are evaluated in eval mode (mode restored afterwards).
+        latents: ``(N, d)`` float tensor on the decoder's device and dtype.
+        chunk_size: latents per forward-mode call; default chosen from ``memory_budget``.
+        memory_budget: approximate bytes of working memory per chunk (default 512 MiB).
+
+    Returns:
+        ``(N, n, d)`` tensor, ``n`` the number of outputs per sample (the product of the decoder's
+        output shape without the batch dimension), in the decoder's output dtype and on its device.
+        This materialises all ``N`` Jacobians; :func:`fastdto.evaluate` never does.
+    """
+    out = None
+    for start, J in iter_jacobian_chunks(decoder, latents, chunk_size=chunk_size, memory_budget=memory_budget):
+        if out is None:
+            out = torch.empty((latents.shape[0],) + tuple(J.shape[1:]), dtype=J.dtype, device=J.device)
+        out[start:start + J.shape[0]] = J
+    return out
