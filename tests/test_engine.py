@@ -1,0 +1,276 @@
+"""The compiled engine against the NumPy/SciPy/HiGHS oracle, brute force and known answers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import fastdto
+from fastdto import reference
+from conftest import jacobian_with_spectrum, random_orthogonal
+
+
+def align_signs(V, Vref):
+    """Flips columns of V to match Vref's signs (singular vectors are defined up to sign)."""
+    s = np.sign(np.sum(V * Vref, axis=-2, keepdims=True))
+    s[s == 0] = 1
+    return V * s
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 10, 17, 64])
+def test_matches_reference_on_random_jacobians(rng, dtype, d):
+    N, n = 24, max(3 * d, 40)
+    J = rng.standard_normal((N, n, d)).astype(dtype)
+    res = fastdto.dto_from_jacobians(J, return_v=True)
+    ref = reference.dto_reference(J.astype(np.float64))
+    np.testing.assert_allclose(res.singular_values.numpy(), ref["sigma"], rtol=1e-11, atol=0)
+    np.testing.assert_allclose(align_signs(res.V.numpy(), ref["V"]), ref["V"], atol=1e-9)
+    np.testing.assert_allclose(res.per_sample.numpy(), ref["per_sample"], atol=1e-10)
+    np.testing.assert_array_equal(res.permutation.numpy(), ref["perm"])
+    assert res.dto == pytest.approx(ref["dto"], abs=1e-10)
+    assert res.std == pytest.approx(ref["std"], abs=1e-10)
+    assert not res.svd_path.any()
+    if d <= 10:  # with 64 random singular values a gap below sqrt(eps) happens now and then
+        assert not res.ambiguous.any()
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 6])
+def test_solver_matches_brute_force(rng, d):
+    V = random_orthogonal(rng, d, (40,))
+    sp = fastdto.nearest_signed_permutation(V)
+    for i in range(len(V)):
+        perm, signs, dist = reference.signed_permutation_bruteforce(V[i])
+        assert sp.distance[i].item() == pytest.approx(dist, abs=1e-12)
+    P = sp.matrix().numpy()
+    np.testing.assert_allclose(np.linalg.norm(V - P, axis=(1, 2)), sp.distance.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("d", [7, 10, 20, 40, 64])
+def test_exact_solver_matches_scipy_and_milp(rng, d):
+    V = random_orthogonal(rng, d, (30,))
+    sp = fastdto.nearest_signed_permutation(torch.from_numpy(V))
+    _, _, dist = reference.signed_permutation_lsa(V)
+    np.testing.assert_allclose(sp.distance.numpy(), dist, atol=1e-11)
+    if d <= 10:
+        _, _, dist_milp = reference.signed_permutation_milp(V[:5])
+        np.testing.assert_allclose(sp.distance.numpy()[:5], dist_milp, atol=1e-9)
+        milp = fastdto.nearest_signed_permutation(V[:5], solver="milp")
+        np.testing.assert_allclose(milp.distance.numpy(), dist_milp, atol=1e-12)
+
+
+def test_general_matrices_use_the_l1_weights(rng):
+    """Non-orthogonal V (entries beyond 1): the L1-nearest signed permutation, as the MILP defines it."""
+    V = 1.5 * rng.standard_normal((30, 5, 5))
+    sp = fastdto.nearest_signed_permutation(V)
+    for i in range(len(V)):
+        perm, signs, _ = reference.signed_permutation_bruteforce(V[i])
+        best = reference.l1_distance(V[i], perm, signs)
+        mine = reference.l1_distance(V[i], sp.permutation[i].numpy(), sp.signs[i].numpy())
+        assert mine == pytest.approx(best, abs=1e-10)
+
+
+def test_greedy_is_an_upper_bound_and_exact_when_certified(rng):
+    V = random_orthogonal(rng, 10, (500,))
+    exact = fastdto.nearest_signed_permutation(V)
+    greedy = fastdto.nearest_signed_permutation(V, solver="greedy")
+    assert (greedy.distance >= exact.distance - 1e-12).all()
+    cert = exact.certified
+    assert torch.equal(greedy.certified, cert)
+    torch.testing.assert_close(greedy.distance[cert], exact.distance[cert])
+    # Near-identity matrices are certified and give the identity.
+    A = rng.standard_normal((10, 10))
+    near, _ = np.linalg.qr(np.eye(10) + 1e-3 * (A - A.T))
+    sp = fastdto.nearest_signed_permutation(near * np.sign(np.diag(near)))
+    assert bool(sp.certified) and sp.permutation.tolist() == list(range(10))
+
+
+# ----------------------------------------------------------------------------- known answers
+
+def test_signed_permutations_have_zero_distance(rng):
+    for d in (1, 2, 5, 10, 64):
+        perm = rng.permutation(d)
+        signs = rng.choice([-1, 1], d)
+        P = np.zeros((d, d))
+        P[np.arange(d), perm] = signs
+        sp = fastdto.nearest_signed_permutation(P)
+        assert sp.distance.item() == 0.0
+        assert sp.permutation.tolist() == perm.tolist() and sp.signs.tolist() == signs.tolist()
+        # A linear decoder J = U S P^T with distinct S has DtO exactly zero (to rounding).
+        J, _ = jacobian_with_spectrum(rng, 3 * d + 5, np.linspace(3, 1, d), R=P)
+        assert fastdto.dto_from_jacobians(J).dto < 1e-7
+
+
+@pytest.mark.parametrize("deg, expected", [(10, 0.25), (20, 0.49), (30, 0.73), (45, 1.082)])
+def test_rotation_known_answer(deg, expected):
+    t = math.radians(deg)
+    R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    exact = 2 * math.sqrt(1 - abs(math.cos(t)))
+    assert fastdto.nearest_signed_permutation(R).distance.item() == pytest.approx(exact, abs=1e-14)
+    assert exact == pytest.approx(expected, abs=5e-3)
+    J = np.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]]) @ R.T  # linear decoder whose V is R
+    assert fastdto.dto_from_jacobians(J).dto == pytest.approx(exact, abs=1e-12)
+
+
+def test_linear_decoder_recovers_R(rng):
+    for d in (2, 6, 12):
+        J, R = jacobian_with_spectrum(rng, 50, np.geomspace(10, 1, d))
+        res = fastdto.dto_from_jacobians(J, return_v=True)
+        np.testing.assert_allclose(align_signs(res.V[0].numpy(), R), R, atol=1e-12)
+        _, _, dist = reference.signed_permutation_lsa(R)
+        assert res.dto == pytest.approx(dist, abs=1e-12)
+        # A linear decoder evaluated through autodiff gives the same value at every latent.
+        W = torch.from_numpy(J)
+        ev = fastdto.evaluate(lambda z: z @ W.T, torch.randn(7, d, dtype=torch.float64))
+        torch.testing.assert_close(ev.per_sample, torch.full((7,), dist, dtype=torch.float64))
+
+
+def test_paper_worked_example():
+    """Section 4's M1 and M2 = M1 R45^T: V2 = R45 V1; bound coefficients 2 sqrt(prod of squared column norms)."""
+    M1 = np.array([[4.0, 1.0], [-3.0, 1.0], [5.0, -1.0]])
+    c = math.cos(math.pi / 4)
+    R45 = np.array([[c, -c], [c, c]])
+    M2 = M1 @ R45.T
+    for M, coef in ((M1, 24.5), (M2, 52.4)):
+        norms2 = (M ** 2).sum(axis=0)
+        assert 2 * math.sqrt(norms2.prod()) == pytest.approx(coef, abs=0.05)
+    r1 = fastdto.dto_from_jacobians(M1, return_v=True)
+    r2 = fastdto.dto_from_jacobians(M2, return_v=True)
+    np.testing.assert_allclose(align_signs(r2.V[0].numpy(), R45 @ r1.V[0].numpy()), R45 @ r1.V[0].numpy(), atol=1e-12)
+    for r, M in ((r1, M1), (r2, M2)):
+        assert r.dto == pytest.approx(reference.dto_reference(M)["dto"], abs=1e-12)
+    # M1 is nearly axis-aligned, its 45-degree rotation is not.
+    assert r1.dto < 0.2 and r2.dto > 0.9
+
+
+# ----------------------------------------------------------------------------- properties
+
+@settings(max_examples=40, deadline=None)
+@given(d=st.integers(1, 8), n_extra=st.integers(0, 20), seed=st.integers(0, 2**31 - 1),
+       scale=st.floats(1e-3, 1e3))
+def test_invariances(d, n_extra, seed, scale):
+    rng = np.random.default_rng(seed)
+    n = d + n_extra + 1
+    J = rng.standard_normal((3, n, d))
+    base = fastdto.dto_from_jacobians(J).per_sample
+    # signed permutation of the latent axes
+    P = np.zeros((d, d))
+    P[np.arange(d), rng.permutation(d)] = rng.choice([-1.0, 1.0], d)
+    # orthogonal change of output basis, positive scaling
+    Q = random_orthogonal(rng, n)
+    for J2 in (J @ P, Q @ J, scale * J):
+        torch.testing.assert_close(fastdto.dto_from_jacobians(J2).per_sample, base, atol=1e-8, rtol=0)
+
+
+# ----------------------------------------------------------------------------- degenerate inputs
+
+def test_repeated_singular_values_are_flagged(rng):
+    J, _ = jacobian_with_spectrum(rng, 30, [3.0, 2.0, 2.0, 1.0])
+    res = fastdto.dto_from_jacobians(J)
+    assert res.ambiguous.item()
+    J, _ = jacobian_with_spectrum(rng, 30, [3.0, 2.0, 1.5, 1.0])
+    assert not fastdto.dto_from_jacobians(J).ambiguous.item()
+
+
+def test_zero_columns_and_zero_jacobian(rng):
+    J = rng.standard_normal((2, 20, 4))
+    J[0, :, 1] = 0.0          # one passive latent: V still unique up to sign
+    J[1, :, 1:3] = 0.0        # two passive latents: their block of V is arbitrary
+    res = fastdto.dto_from_jacobians(J, return_v=True)
+    assert res.svd_path.tolist() == [True, True]
+    assert res.ambiguous.tolist() == [False, True]
+    assert res.singular_values[0, -1].item() == 0.0
+    ref = reference.dto_reference(J[:1])
+    assert res.per_sample[0].item() == pytest.approx(ref["per_sample"][0], abs=1e-12)
+    zero = fastdto.dto_from_jacobians(np.zeros((1, 5, 3)))
+    assert zero.dto == 0.0 and zero.ambiguous.item() and (zero.singular_values == 0).all()
+    one = fastdto.dto_from_jacobians(np.zeros((1, 5, 1)))
+    assert one.dto == 0.0
+
+
+def test_fewer_outputs_than_latents(rng):
+    J = rng.standard_normal((3, 2, 5))  # rank 2: three zero singular values
+    res = fastdto.dto_from_jacobians(J)
+    assert res.ambiguous.all()
+    np.testing.assert_allclose(res.singular_values[:, :2].numpy(), reference.right_singular_vectors(J)[0][:, :2], rtol=1e-12)
+    assert (res.singular_values[:, 2:] <= 1e-14 * res.singular_values[:, :1]).all()
+
+
+@pytest.mark.parametrize("dtype, n", [(np.float64, 300), (np.float32, 300)])
+def test_ill_conditioned_samples_are_recomputed_like_numpy_svd(rng, dtype, n):
+    """Around the gram_rcond threshold V must match a float64 SVD of the same J."""
+    thr = fastdto.DEFAULT_GRAM_RCOND
+    for rel in (3.0, 1.1, 0.9, 0.3, 1e-3, 1e-6):
+        kappa_inv = thr * rel
+        sigma = np.array([1.0, 0.6, 0.3, kappa_inv])
+        J, _ = jacobian_with_spectrum(rng, n, sigma)
+        J = J.astype(dtype)
+        res = fastdto.dto_from_jacobians(J, return_v=True)
+        s_ref, V_ref = reference.right_singular_vectors(J[None].astype(np.float64))
+        assert res.svd_path.item() == (rel < 1.0)
+        err = np.abs(align_signs(res.V[0].numpy(), V_ref[0]) - V_ref[0]).max()
+        # Gram route: error ~ eps64 * kappa^2 / relative gap <= ~2e-8 here; SVD route: ~ eps64 * kappa.
+        assert err < (1e-7 if rel >= 1.0 else 1e-9), (rel, err)
+        np.testing.assert_allclose(res.singular_values[0].numpy(), s_ref[0], rtol=1e-7, atol=1e-15)
+
+
+def test_gram_alone_fails_where_the_fallback_is_needed(rng):
+    sigma = np.array([1.0, 0.5, 1e-7, 3e-8])
+    J, _ = jacobian_with_spectrum(rng, 200, sigma)
+    _, V_ref = reference.right_singular_vectors(J[None])
+    gram_only = fastdto.dto_from_jacobians(J, gram_rcond=0.0, return_v=True).V[0].numpy()
+    auto = fastdto.dto_from_jacobians(J, return_v=True).V[0].numpy()
+    err = lambda V: np.abs(align_signs(V, V_ref[0]) - V_ref[0]).max()
+    assert err(auto) < 1e-7 < err(gram_only)
+
+
+def test_forced_svd_path_matches(rng):
+    J = rng.standard_normal((10, 30, 6))
+    a = fastdto.dto_from_jacobians(J)
+    b = fastdto.dto_from_jacobians(J, gram_rcond=1.0)
+    assert b.svd_path.all() and not a.svd_path.any()
+    torch.testing.assert_close(a.per_sample, b.per_sample, atol=1e-12, rtol=0)
+
+
+def test_strided_inputs(rng):
+    J = rng.standard_normal((6, 5, 40)).transpose(0, 2, 1)  # non-contiguous (N, n, d)
+    a = fastdto.dto_from_jacobians(J)
+    b = fastdto.dto_from_jacobians(np.ascontiguousarray(J))
+    torch.testing.assert_close(a.per_sample, b.per_sample, atol=1e-13, rtol=0)
+    Jt = torch.from_numpy(np.ascontiguousarray(J))[:, ::2, :]
+    torch.testing.assert_close(fastdto.dto_from_jacobians(Jt).per_sample,
+                               fastdto.dto_from_jacobians(Jt.contiguous()).per_sample, atol=1e-13, rtol=0)
+    flipped = np.ascontiguousarray(J)[:, ::-1, ::-1]  # negative strides
+    torch.testing.assert_close(fastdto.dto_from_jacobians(flipped.copy()).per_sample,
+                               fastdto.dto_from_jacobians(torch.from_numpy(flipped.copy())).per_sample)
+    V = random_orthogonal(rng, 6, (4,))
+    torch.testing.assert_close(fastdto.nearest_signed_permutation(V.transpose(0, 2, 1)).distance,
+                               fastdto.nearest_signed_permutation(np.ascontiguousarray(V.transpose(0, 2, 1))).distance)
+
+
+def test_active_subset_equals_sliced_jacobians(rng):
+    J = rng.standard_normal((5, 30, 6))
+    a = fastdto.dto_from_jacobians(J, active=[0, 2, 5])
+    b = fastdto.dto_from_jacobians(J[:, :, [0, 2, 5]])
+    torch.testing.assert_close(a.per_sample, b.per_sample)
+    assert a.active.tolist() == [0, 2, 5]
+    mask = np.array([True, False, True, False, False, True])
+    torch.testing.assert_close(fastdto.dto_from_jacobians(J, active=mask).per_sample, b.per_sample)
+
+
+def test_result_types_and_summary(rng):
+    res = fastdto.dto_from_jacobians(torch.from_numpy(rng.standard_normal((4, 12, 3)).astype(np.float32)))
+    assert res.per_sample.dtype == torch.float64 and res.per_sample.shape == (4,)
+    assert res.permutation.dtype == torch.int64 and res.signs.dtype == torch.int8
+    assert res.singular_values.shape == (4, 3)
+    assert (res.singular_values[:, :-1] >= res.singular_values[:, 1:]).all()
+    assert "DtOResult(dto=" in repr(res)
+    assert res.std == pytest.approx(float(res.per_sample.std(unbiased=False)))
+
+
+def test_build_info():
+    info = fastdto.build_info()
+    assert {"cuda", "cuda_architectures", "cuda_devices", "max_dim"} <= set(info)
+    assert info["max_dim"] == fastdto.MAX_DIM == 64
