@@ -90,7 +90,13 @@ def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
 
 
 def _flat(decoder: Callable) -> Callable:
-    return lambda z: decoder(z).reshape(z.shape[0], -1)
+    def f(z):
+        y = decoder(z)
+        if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] != z.shape[0]:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"the decoder must keep the batch dimension: input batch {z.shape[0]}, output {shape}")
+        return y.reshape(z.shape[0], -1)
+    return f
 
 
 def _jacobian_forward(f, z: torch.Tensor, basis: torch.Tensor):
@@ -138,7 +144,7 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
     f = _flat(decoder)
     use_forward = True
     with _eval_mode(decoder), torch.no_grad():
-        probe = _check_output(decoder(latents[:1]), 1)
+        probe = _check_output(decoder(latents[:2]), min(N, 2))
         n = probe[0].numel()
         if n == 0:
             raise ValueError("the decoder returns an empty output per sample")

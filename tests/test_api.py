@@ -1,0 +1,227 @@
+"""Jacobians through autodiff, evaluate() end to end, and every kind of bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import fastdto
+from fastdto import reference
+
+
+class WithNorms(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin1 = torch.nn.Linear(3, 16)
+        self.bn = torch.nn.BatchNorm1d(16)
+        self.drop = torch.nn.Dropout(0.5)
+        self.lin2 = torch.nn.Linear(16, 2 * 5 * 5)
+
+    def forward(self, z):
+        h = self.drop(torch.tanh(self.bn(self.lin1(z))))
+        return self.lin2(h).reshape(-1, 2, 5, 5)  # image-shaped output
+
+
+def test_jacobians_match_the_per_sample_loop(mlp_decoder):
+    z = torch.randn(13, 4)
+    J = fastdto.jacobians(mlp_decoder, z, chunk_size=5)
+    assert J.shape == (13, 60, 4) and J.dtype == torch.float32
+    np.testing.assert_allclose(J.numpy(), reference.jacobians_loop(mlp_decoder, z), atol=1e-5)
+
+
+def test_batchnorm_dropout_image_outputs_and_mode_restored():
+    torch.manual_seed(1)
+    dec = WithNorms().double()
+    dec.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            dec(torch.randn(64, 3, dtype=torch.float64) * 2 + 1)
+    z = torch.randn(9, 3, dtype=torch.float64)
+    J = fastdto.jacobians(dec, z)
+    assert dec.training and dec.bn.training and dec.drop.training
+    dec.eval()
+    np.testing.assert_allclose(J.numpy(), reference.jacobians_loop(dec, z), atol=1e-12)
+    res = fastdto.evaluate(dec, z)
+    ref = reference.dto_reference(J.numpy())
+    np.testing.assert_allclose(res.per_sample.numpy(), ref["per_sample"], atol=1e-10)
+
+
+def test_plain_function_and_float64():
+    W = torch.randn(30, 3, dtype=torch.float64)
+    f = lambda z: torch.sin(z @ W.T)
+    z = torch.randn(8, 3, dtype=torch.float64)
+    J = fastdto.jacobians(f, z)
+    expected = torch.cos(z @ W.T)[:, :, None] * W[None]
+    torch.testing.assert_close(J, expected)
+
+
+def test_evaluate_equals_dto_from_jacobians_in_chunks(mlp_decoder):
+    z = torch.randn(50, 4)
+    a = fastdto.evaluate(mlp_decoder, z, chunk_size=7, return_v=True)
+    b = fastdto.dto_from_jacobians(fastdto.jacobians(mlp_decoder, z), return_v=True)
+    # float32 Jacobians of different chunk sizes differ in the last bits (blocked matmuls)
+    torch.testing.assert_close(a.per_sample, b.per_sample, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.V, b.V, atol=1e-5, rtol=0)
+    assert a.permutation.shape == (50, 4) and a.V.shape == (50, 4, 4)
+    c = fastdto.evaluate(mlp_decoder, z, memory_budget=10_000)  # tiny budget: one latent per chunk
+    torch.testing.assert_close(a.per_sample, c.per_sample, atol=1e-5, rtol=0)
+
+
+def test_solvers_agree_on_the_decoder(mlp_decoder):
+    z = torch.randn(12, 4)
+    exact = fastdto.evaluate(mlp_decoder, z)
+    milp = fastdto.evaluate(mlp_decoder, z, solver="milp")
+    greedy = fastdto.evaluate(mlp_decoder, z, solver="greedy")
+    torch.testing.assert_close(exact.per_sample, milp.per_sample, atol=1e-9, rtol=0)
+    assert (greedy.per_sample >= exact.per_sample - 1e-12).all()
+
+
+def test_active_auto_and_indices(mlp_decoder):
+    z = torch.randn(200, 4)
+    z[:, 1] *= 0.1  # passive: std 0.1 < 0.5
+    res = fastdto.evaluate(mlp_decoder, z, active="auto")
+    assert res.active.tolist() == [0, 2, 3] and res.singular_values.shape == (200, 3)
+    J = fastdto.jacobians(mlp_decoder, z)[:, :, [0, 2, 3]]
+    torch.testing.assert_close(res.per_sample, fastdto.dto_from_jacobians(J).per_sample)
+    torch.testing.assert_close(fastdto.evaluate(mlp_decoder, z, active=torch.tensor([0, 2, 3])).per_sample,
+                               res.per_sample)
+    with pytest.raises(ValueError, match="no active latent"):
+        fastdto.evaluate(mlp_decoder, z * 0.01, active="auto")
+
+
+def test_missing_forward_rule_falls_back_to_exact_double_vjp(mlp_decoder):
+    class Square(torch.autograd.Function):  # old-style Function: no jvp, no vmap support
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    f = lambda z: Square.apply(mlp_decoder(z))
+    z = torch.randn(6, 4)
+    with pytest.warns(RuntimeWarning, match="double-vjp"):
+        J = fastdto.jacobians(f, z)
+    np.testing.assert_allclose(J.numpy(), reference.jacobians_loop(f, z), atol=1e-5)
+
+
+def test_results_on_latents_device_and_types(mlp_decoder):
+    res = fastdto.evaluate(mlp_decoder, torch.randn(5, 4))
+    for t in (res.per_sample, res.singular_values, res.permutation, res.signs, res.ambiguous):
+        assert t.device == torch.device("cpu")
+    assert isinstance(res.dto, float) and isinstance(res.std, float)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_latents(mlp_decoder):
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fastdto.evaluate(mlp_decoder, torch.tensor([[0.0, float("nan"), 0, 0]]))
+    with pytest.raises(ValueError, match=r"shape \(N, d\)"):
+        fastdto.evaluate(mlp_decoder, torch.randn(4))
+    with pytest.raises(ValueError, match="empty"):
+        fastdto.evaluate(mlp_decoder, torch.randn(0, 4))
+    with pytest.raises(ValueError, match="d = 0"):
+        fastdto.evaluate(lambda z: z, torch.randn(3, 0))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fastdto.evaluate(mlp_decoder, np.zeros((3, 4)))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fastdto.evaluate(mlp_decoder, torch.zeros(3, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="pass latents.to"):
+        fastdto.evaluate(mlp_decoder, torch.randn(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="supported maximum"):
+        fastdto.evaluate(lambda z: z, torch.randn(3, 65))
+
+
+def test_bad_decoders():
+    z = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="batch dimension"):
+        fastdto.evaluate(lambda z: z.sum(0), z)
+    with pytest.raises(ValueError, match="batch dimension"):
+        fastdto.evaluate(lambda z: z[:1], z)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fastdto.evaluate(lambda z: z / 0.0, z)
+    with pytest.raises(ValueError, match="not finite"):  # finite output, infinite derivative
+        fastdto.evaluate(lambda z: torch.sqrt(z.abs() * 0), z)
+    with pytest.raises(TypeError, match="callable"):
+        fastdto.evaluate("decoder", z)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fastdto.evaluate(lambda z: z.numpy(), z)
+
+
+def test_bad_options(mlp_decoder):
+    z = torch.randn(5, 4)
+    with pytest.raises(ValueError, match="solver"):
+        fastdto.evaluate(mlp_decoder, z, solver="hungarian")
+    with pytest.raises(ValueError, match="active"):
+        fastdto.evaluate(mlp_decoder, z, active="all")
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        fastdto.evaluate(mlp_decoder, z, active=[0, 7])
+    with pytest.raises(ValueError, match="distinct"):
+        fastdto.evaluate(mlp_decoder, z, active=[1, 1])
+    with pytest.raises(ValueError, match="mask"):
+        fastdto.evaluate(mlp_decoder, z, active=np.array([True, False]))
+    with pytest.raises(ValueError, match="gram_rcond"):
+        fastdto.evaluate(mlp_decoder, z, gram_rcond=2.0)
+    with pytest.raises(ValueError, match="ambiguity_tol"):
+        fastdto.evaluate(mlp_decoder, z, ambiguity_tol=-1.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        fastdto.evaluate(mlp_decoder, z, chunk_size=0)
+    with pytest.raises(ValueError, match="memory_budget"):
+        fastdto.evaluate(mlp_decoder, z, memory_budget=-5)
+
+
+def test_bad_jacobians_and_V():
+    with pytest.raises(ValueError, match=r"J\[1\] contains NaN"):
+        J = np.ones((3, 4, 2))
+        J[1, 2, 0] = np.inf
+        fastdto.dto_from_jacobians(J)
+    with pytest.raises(ValueError, match=r"J\[70001\] contains NaN"):  # index in the caller's numbering
+        J = np.zeros((70002, 2, 1), dtype=np.float32)
+        J[70001, 0, 0] = np.nan
+        fastdto.dto_from_jacobians(J)
+    with pytest.raises(ValueError, match="shape"):
+        fastdto.dto_from_jacobians(np.ones(4))
+    with pytest.raises(ValueError, match="empty"):
+        fastdto.dto_from_jacobians(np.ones((0, 3, 2)))
+    with pytest.raises(ValueError, match="supported maximum"):
+        fastdto.dto_from_jacobians(np.ones((1, 70, 65)))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fastdto.dto_from_jacobians(np.ones((1, 3, 2), dtype=np.int32))
+    with pytest.raises(ValueError, match="'auto' needs the latents"):
+        fastdto.dto_from_jacobians(np.ones((1, 3, 2)), active="auto")
+    with pytest.raises(ValueError, match="square"):
+        fastdto.nearest_signed_permutation(np.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        fastdto.nearest_signed_permutation(np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        fastdto.nearest_signed_permutation(np.full((3, 3), np.nan), solver="milp")
+    with pytest.raises(ValueError, match="supported maximum"):
+        fastdto.nearest_signed_permutation(np.eye(65))
+    with pytest.raises(TypeError, match="numpy array"):
+        fastdto.nearest_signed_permutation([[1.0]])
+
+
+def test_engine_validates_on_its_own():
+    """The compiled module rejects bad buffers even when called directly, bypassing the Python layer."""
+    import _fastdto_engine as engine
+    with pytest.raises(TypeError, match="float32 or float64"):
+        engine.dto_from_jacobians(np.ones((1, 3, 2), dtype=np.int64), "exact", 1e-4, 1e-6, False)
+    with pytest.raises(ValueError, match="ndim"):
+        engine.dto_from_jacobians(np.ones((3, 2)), "exact", 1e-4, 1e-6, False)
+    with pytest.raises(ValueError, match="empty"):
+        engine.dto_from_jacobians(np.ones((1, 0, 2)), "exact", 1e-4, 1e-6, False)
+    with pytest.raises(ValueError, match="maximum"):
+        engine.dto_from_jacobians(np.ones((1, 3, 65)), "exact", 1e-4, 1e-6, False)
+    with pytest.raises(ValueError, match="solver"):
+        engine.dto_from_jacobians(np.ones((1, 3, 2)), "milp", 1e-4, 1e-6, False)
+    with pytest.raises(ValueError, match="gram_rcond"):
+        engine.dto_from_jacobians(np.ones((1, 3, 2)), "exact", float("nan"), 1e-6, False)
+    with pytest.raises(ValueError, match="square"):
+        engine.signed_permutations(np.ones((1, 3, 2)), "exact")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        engine.signed_permutations(np.ones((1, 2, 2), dtype=">f8"), "exact")
