@@ -19,9 +19,11 @@ FASTDTO_HD bool row_maxima_assignment(const double* V, int d, int* perm) {
   for (int i = 0; i < d; ++i) {
     int best = 0;
     double wbest = assignment_weight(V[i * d]);
-    for (int j = 1; j < d; ++j) {
+    for (int j = 1; j < d; ++j) {  // select, not branch: random data defeats branch prediction
       const double w = assignment_weight(V[i * d + j]);
-      if (w > wbest) { wbest = w; best = j; }
+      const bool better = w > wbest;
+      wbest = better ? w : wbest;
+      best = better ? j : best;
     }
     const uint64_t bit = (uint64_t)1 << best;
     if (taken & bit) return false;
@@ -52,27 +54,48 @@ FASTDTO_HD void greedy_assignment(const double* V, int d, int* perm) {
 }
 
 // Exact maximum-weight assignment by the Hungarian method with potentials (shortest augmenting
-// paths, O(d^3)) on the cost 1 - w >= 0. Index 0 is a virtual column, as in the textbook form.
+// paths, O(d^3)) on the cost c = 1 - w >= 0. Warm start: row potentials u_i = min_j c_ij make every
+// reduced cost non-negative and each row's minimum tight, so rows whose minimum column is still
+// free are matched at once; only the remaining rows need an augmenting-path search. Column 0 is a
+// virtual column, as in the textbook form; rows and columns are 1-based inside.
 FASTDTO_HD void exact_assignment(const double* V, int d, int* perm) {
+  double cost[kMaxDim * kMaxDim];
   double u[kMaxDim + 1], v[kMaxDim + 1], minv[kMaxDim + 1];
-  int row_of[kMaxDim + 1], way[kMaxDim + 1];  // row_of[j]: row matched to column j (1-based)
-  bool used[kMaxDim + 1];
-  for (int j = 0; j <= d; ++j) { u[j] = 0.0; v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
+  int row_of[kMaxDim + 1], way[kMaxDim + 1];  // row_of[j]: row matched to column j (0: none)
+  bool used[kMaxDim + 1], matched[kMaxDim + 1];
+  for (int j = 0; j <= d; ++j) { v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
+  u[0] = 0.0;
   for (int i = 1; i <= d; ++i) {
+    const double* c = cost + (i - 1) * d;
+    int jmin = 0;
+    for (int j = 0; j < d; ++j) {
+      cost[(i - 1) * d + j] = 1.0 - assignment_weight(V[(i - 1) * d + j]);
+      jmin = c[j] < c[jmin] ? j : jmin;
+    }
+    u[i] = c[jmin];
+    matched[i] = row_of[jmin + 1] == 0;
+    if (matched[i]) row_of[jmin + 1] = i;
+  }
+  for (int i = 1; i <= d; ++i) {
+    if (matched[i]) continue;
     row_of[0] = i;
     int j0 = 0;
     for (int j = 0; j <= d; ++j) { minv[j] = 1e300; used[j] = false; }
     do {
       used[j0] = true;
       const int i0 = row_of[j0];
+      const double* c = cost + (i0 - 1) * d;
+      const double ui = u[i0];
       double delta = 1e300;
       int j1 = 0;
-      for (int j = 1; j <= d; ++j) {
-        if (used[j]) continue;
-        const double cost = 1.0 - assignment_weight(V[(i0 - 1) * d + (j - 1)]);
-        const double reduced = cost - u[i0] - v[j];
-        if (reduced < minv[j]) { minv[j] = reduced; way[j] = j0; }
-        if (minv[j] < delta) { delta = minv[j]; j1 = j; }
+      for (int j = 1; j <= d; ++j) {  // branch-free scan (selects instead of jumps)
+        const double reduced = c[j - 1] - ui - v[j];
+        const bool lower = !used[j] && reduced < minv[j];
+        minv[j] = lower ? reduced : minv[j];
+        way[j] = lower ? j0 : way[j];
+        const bool best = !used[j] && minv[j] < delta;
+        delta = best ? minv[j] : delta;
+        j1 = best ? j : j1;
       }
       for (int j = 0; j <= d; ++j) {
         if (used[j]) { u[row_of[j]] += delta; v[j] -= delta; }

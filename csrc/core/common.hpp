@@ -8,7 +8,9 @@
 #if defined(__CUDACC__)
 #define FASTDTO_HD __host__ __device__ __forceinline__
 #else
-#define FASTDTO_HD inline
+// Forced inlining lets the CPU engine's multi-versioned per-sample functions compile all of the core
+// for their own instruction set.
+#define FASTDTO_HD inline __attribute__((always_inline))
 #endif
 
 namespace fastdto {

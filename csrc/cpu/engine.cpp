@@ -45,61 +45,102 @@ inline void gram_upper(const T* J, long long sr, long long sc, int n, int d, dou
     for (int l = 0; l < k; ++l) G[k * d + l] = G[l * d + k];
 }
 
-// The Gram is the one memory-bound step: build it for AVX2/FMA too and pick at load time.
+// Everything done for one sample, compiled once per dtype. Baseline x86-64 (SSE2) has no blends
+// for double selects, so the assignment's branch-free scans and the Gram's dot products run far
+// slower there: each per-sample function is also built for x86-64-v3 (AVX2, FMA) and picked at
+// load time.
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define FASTDTO_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FASTDTO_MULTIVERSION
 #endif
 
-FASTDTO_MULTIVERSION void gram_f32(const float* J, long long sr, long long sc, int n, int d, double* G) {
-  gram_upper(J, sr, sc, n, d, G);
+struct Scratch {
+  std::vector<double> G, V, R, work;  // work: n x d copy of J, only for samples redone on J
+  explicit Scratch(int d) : G((size_t)d * d), V((size_t)d * d), R((size_t)d * d) {}
+};
+
+template <typename T>
+inline void dto_one(const T* J, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
+                    const DtoOutputs& out, long long b) {
+  const int n = (int)Jb.rows, d = (int)Jb.cols;
+  double* G = s.G.data();
+  double* V = s.V.data();
+  double sigma[kMaxDim];
+  int perm[kMaxDim];
+  gram_upper(J, Jb.s_row, Jb.s_col, n, d, G);
+  bool finite = true;
+  for (int k = 0; k < d; ++k) finite = finite && is_finite(G[k * d + k]);
+  if (!finite) {
+    out.flags[b] = kFlagNonFinite;
+    return;
+  }
+  uint8_t flags = 0;
+  if (eigen_from_gram(G, d, opt.gram_rcond, sigma, V)) {
+    s.work.resize((size_t)n * d);
+    svd_right(J, Jb.s_row, Jb.s_col, n, d, s.work.data(), s.R.data(), sigma, V);
+    flags |= kFlagSvdPath;
+  }
+  flags |= finish_sample(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b);
+  out.flags[b] = flags;
+  for (int k = 0; k < d; ++k) {
+    out.sigma[b * d + k] = sigma[k];
+    out.perm[b * d + k] = perm[k];
+  }
+  if (out.V)
+    for (int i = 0; i < d * d; ++i) out.V[b * d * d + i] = V[i];
 }
-FASTDTO_MULTIVERSION void gram_f64(const double* J, long long sr, long long sc, int n, int d, double* G) {
-  gram_upper(J, sr, sc, n, d, G);
+
+FASTDTO_MULTIVERSION void dto_one_f32(const float* J, const StridedBatch& Jb, const SampleOptions& opt,
+                                      Scratch& s, const DtoOutputs& out, long long b) {
+  dto_one(J, Jb, opt, s, out, b);
+}
+FASTDTO_MULTIVERSION void dto_one_f64(const double* J, const StridedBatch& Jb, const SampleOptions& opt,
+                                      Scratch& s, const DtoOutputs& out, long long b) {
+  dto_one(J, Jb, opt, s, out, b);
+}
+
+template <typename T>
+inline void perm_one(const T* src, const StridedBatch& Vb, Solver solver, const DtoOutputs& out, long long b) {
+  const int d = (int)Vb.cols;
+  double V[kMaxDim * kMaxDim];
+  int perm[kMaxDim];
+  bool finite = true;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) {
+      V[i * d + j] = (double)src[i * Vb.s_row + j * Vb.s_col];
+      finite = finite && is_finite(V[i * d + j]);
+    }
+  if (!finite) {
+    out.flags[b] = kFlagNonFinite;
+    return;
+  }
+  bool certified = false;
+  out.distance[b] = nearest_signed_permutation(V, d, solver, perm, out.signs + b * d, &certified);
+  out.flags[b] = certified ? kFlagCertified : 0;
+  for (int k = 0; k < d; ++k) out.perm[b * d + k] = perm[k];
+}
+
+FASTDTO_MULTIVERSION void perm_one_f32(const float* V, const StridedBatch& Vb, Solver solver,
+                                       const DtoOutputs& out, long long b) {
+  perm_one(V, Vb, solver, out, b);
+}
+FASTDTO_MULTIVERSION void perm_one_f64(const double* V, const StridedBatch& Vb, Solver solver,
+                                       const DtoOutputs& out, long long b) {
+  perm_one(V, Vb, solver, out, b);
 }
 
 template <typename T>
 void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Jb.data);
-  const int n = (int)Jb.rows, d = (int)Jb.cols;
-  const long long count = Jb.count;
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel num_threads(threads)
   {
-    // Per-thread scratch on the heap: 3 x 32 KiB at d = 64 would strain small thread stacks.
-    std::vector<double> scratch(3 * (size_t)d * d);
-    double* G = scratch.data();
-    double* V = G + d * d;
-    double* R = V + d * d;
-    double sigma[kMaxDim];
-    int perm[kMaxDim];
-    std::vector<double> work;  // n x d copy of J, only for samples redone on J
+    Scratch scratch((int)Jb.cols);
 #pragma omp for schedule(dynamic, 16)
-    for (long long b = 0; b < count; ++b) {
-      const T* J = base + b * Jb.s_batch;
-      if constexpr (sizeof(T) == 4) gram_f32(J, Jb.s_row, Jb.s_col, n, d, G);
-      else gram_f64(J, Jb.s_row, Jb.s_col, n, d, G);
-      bool finite = true;
-      for (int k = 0; k < d; ++k) finite = finite && is_finite(G[k * d + k]);
-      if (!finite) {
-        out.flags[b] = kFlagNonFinite;
-        continue;
-      }
-      uint8_t flags = 0;
-      if (eigen_from_gram(G, d, opt.gram_rcond, sigma, V)) {
-        work.resize((size_t)n * d);
-        svd_right(J, Jb.s_row, Jb.s_col, n, d, work.data(), R, sigma, V);
-        flags |= kFlagSvdPath;
-      }
-      flags |= finish_sample(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b);
-      out.flags[b] = flags;
-      for (int k = 0; k < d; ++k) {
-        out.sigma[b * d + k] = sigma[k];
-        out.perm[b * d + k] = perm[k];
-      }
-      if (out.V)
-        for (int i = 0; i < d * d; ++i) out.V[b * d * d + i] = V[i];
+    for (long long b = 0; b < Jb.count; ++b) {
+      if constexpr (sizeof(T) == 4) dto_one_f32(base + b * Jb.s_batch, Jb, opt, scratch, out, b);
+      else dto_one_f64(base + b * Jb.s_batch, Jb, opt, scratch, out, b);
     }
   }
 }
@@ -107,30 +148,11 @@ void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutput
 template <typename T>
 void perm_batch(const StridedBatch& Vb, Solver solver, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Vb.data);
-  const int d = (int)Vb.cols;
   if (threads <= 0) threads = omp_get_max_threads();
-#pragma omp parallel num_threads(threads)
-  {
-    double V[kMaxDim * kMaxDim];
-    int perm[kMaxDim];
-#pragma omp for schedule(static)
-    for (long long b = 0; b < Vb.count; ++b) {
-      const T* src = base + b * Vb.s_batch;
-      bool finite = true;
-      for (int i = 0; i < d; ++i)
-        for (int j = 0; j < d; ++j) {
-          V[i * d + j] = (double)src[i * Vb.s_row + j * Vb.s_col];
-          finite = finite && is_finite(V[i * d + j]);
-        }
-      if (!finite) {
-        out.flags[b] = kFlagNonFinite;
-        continue;
-      }
-      bool certified = false;
-      out.distance[b] = nearest_signed_permutation(V, d, solver, perm, out.signs + b * d, &certified);
-      out.flags[b] = certified ? kFlagCertified : 0;
-      for (int k = 0; k < d; ++k) out.perm[b * d + k] = perm[k];
-    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (long long b = 0; b < Vb.count; ++b) {
+    if constexpr (sizeof(T) == 4) perm_one_f32(base + b * Vb.s_batch, Vb, solver, out, b);
+    else perm_one_f64(base + b * Vb.s_batch, Vb, solver, out, b);
   }
 }
 
