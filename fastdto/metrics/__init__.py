@@ -10,8 +10,10 @@ raises ``ValueError`` naming the argument.
 from .disentanglement import disentanglement_score
 from .kl import active_latents, kl_terms, polarized_fraction
 from .mig import mig
+from .baseline import random_decoder_baseline
 
 __all__ = [
+    "random_decoder_baseline",
     "disentanglement_score",
     "mig",
     "active_latents",
