@@ -10,6 +10,12 @@ Pipeline per sample, in the compiled engine: ``G = J^T J`` with float64 accumula
 fast path, else an exact Hungarian assignment). Samples with ``sigma_min / sigma_max < gram_rcond`` are
 recomputed from ``J`` itself by Householder QR plus one-sided Jacobi, because through the Gram matrix the
 error of ``V`` grows like ``eps64 * (sigma_max / sigma_min)^2``.
+
+Devices: CUDA tensors are processed on their own GPU, on the current stream, when the engine was built
+with its CUDA backend (``fastdto.build_info()["cuda"]``) and a device is usable; results stay on that
+device and the only host synchronisation is the final read of the flags and of the mean. Without the
+CUDA backend, CUDA tensors are copied to the CPU engine and the results are moved back. ``solver="milp"``
+always solves on the CPU (``V`` is copied there).
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ MAX_DIM: int = _engine.MAX_DIM
 #: Gram route's error below the input's own rounding error ``eps32 * sigma_max / sigma_min``.
 DEFAULT_GRAM_RCOND: float = _engine.EPS64 ** 0.25
 _SOLVERS = ("exact", "greedy", "milp")
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+_cuda_ok: bool | None = None
+
+
+def _cuda_engine_usable() -> bool:
+    """Whether the compiled engine has its CUDA backend and sees a device (checked once, lazily, so
+    that importing fastdto never initialises CUDA)."""
+    global _cuda_ok
+    if _cuda_ok is None:
+        info = _engine.build_info() if hasattr(_engine, "cuda_dto_from_jacobians") else {"cuda": False}
+        _cuda_ok = bool(info["cuda"]) and int(info.get("cuda_devices", 0)) > 0
+    return _cuda_ok
+
+
+def _nonfinite_message(name: str, index: int) -> str:
+    return f"{name}[{index}] contains NaN or Inf (or values whose squares overflow float64)"
 
 
 @dataclass(frozen=True, repr=False)
@@ -154,6 +176,9 @@ class _Accumulator:
             raise ValueError(f"latent dimension {J.shape[2]} exceeds the supported maximum of {MAX_DIM}")
         tol = _default_ambiguity_tol(J.dtype) if self.ambiguity_tol is None else self.ambiguity_tol
         milp = self.solver == "milp"
+        if J.is_cuda and _cuda_engine_usable():
+            self.parts.append(self._add_cuda(J.detach(), tol, milp, first_index))
+            return
         array = J.detach().cpu().numpy()
         try:
             sigma, perm, signs, dist, flags, V = _engine.dto_from_jacobians(
@@ -172,7 +197,59 @@ class _Accumulator:
                 V = None
         self.parts.append((sigma, perm, signs, dist, flags, V))
 
+    def _add_cuda(self, J: torch.Tensor, tol: float, milp: bool, first_index: int) -> tuple:
+        """Enqueues the CUDA engine on J's device and current stream; outputs stay on the device."""
+        N, n, d = J.shape
+        dev = J.device
+        with torch.cuda.device(dev):
+            def empty(shape, dtype):
+                return torch.empty(shape, dtype=dtype, device=dev)
+            sigma, perm, signs = empty((N, d), torch.float64), empty((N, d), torch.int64), empty((N, d), torch.int8)
+            dist, flags = empty((N,), torch.float64), empty((N,), torch.uint8)
+            V = empty((N, d, d), torch.float64) if self.return_v or milp else None
+            _engine.cuda_dto_from_jacobians(
+                J.data_ptr(), N, n, d, *J.stride(), _DTYPE_NAMES[J.dtype], "exact" if milp else self.solver,
+                self.gram_rcond, tol, sigma.data_ptr(), perm.data_ptr(), signs.data_ptr(), dist.data_ptr(),
+                flags.data_ptr(), 0 if V is None else V.data_ptr(), torch.cuda.current_stream(dev).cuda_stream,
+                device=dev.index if dev.index is not None else torch.cuda.current_device())
+        if milp:  # the paper's MILP runs on the CPU; its V must be finite first
+            bad = (flags & _engine.FLAG_NONFINITE) != 0
+            if bool(bad.any()):
+                i = first_index + int(bad.nonzero()[0, 0])
+                raise ValueError(_nonfinite_message("J", i) + "; the decoder's Jacobian is not finite there")
+            from .reference import signed_permutation_milp
+            p, s, t = signed_permutation_milp(V.cpu().numpy())
+            perm = torch.from_numpy(np.ascontiguousarray(p, dtype=np.int64)).to(dev)
+            signs = torch.from_numpy(np.ascontiguousarray(s, dtype=np.int8)).to(dev)
+            dist = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float64)).to(dev)
+            if not self.return_v:
+                V = None
+        return (sigma, perm, signs, dist, flags, V, first_index)
+
+    def _result_cuda(self, active: list[int], device) -> DtOResult:
+        sigma, perm, signs, dist, flags, V = [
+            torch.cat([p[i] for p in self.parts]) if self.parts[0][i] is not None else None for i in range(6)]
+        bad = (flags & _engine.FLAG_NONFINITE) != 0
+        summary = torch.stack([bad.any().to(torch.float64), dist.mean(), dist.std(correction=0)]).cpu()
+        if summary[0] > 0:  # chunks are consecutive: map the position back to the caller's numbering
+            pos = int(bad.nonzero()[0, 0])
+            for part in self.parts:
+                if pos < part[3].shape[0]:
+                    break
+                pos -= part[3].shape[0]
+            raise ValueError(_nonfinite_message("J", part[6] + pos) + "; the decoder's Jacobian is not finite there")
+        return DtOResult(
+            dto=float(summary[1]), std=float(summary[2]), per_sample=dist.to(device),
+            singular_values=sigma.to(device), permutation=perm.to(device), signs=signs.to(device),
+            active=torch.tensor(active, dtype=torch.int64, device=device),
+            ambiguous=((flags & _engine.FLAG_AMBIGUOUS) > 0).to(device),
+            svd_path=((flags & _engine.FLAG_SVD_PATH) > 0).to(device),
+            certified=((flags & _engine.FLAG_CERTIFIED) > 0).to(device), solver=self.solver,
+            V=None if V is None else V.to(device))
+
     def result(self, active: list[int], device) -> DtOResult:
+        if self.parts and isinstance(self.parts[0][0], torch.Tensor):
+            return self._result_cuda(active, device)
         cat = [np.concatenate([p[i] for p in self.parts]) if self.parts[0][i] is not None else None
                for i in range(6)]
         sigma, perm, signs, dist, flags, V = cat
@@ -216,10 +293,11 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             ``0`` never).
         ambiguity_tol: relative singular-value gap at or below which ``V`` counts as not unique
             (``ambiguous``); default ``sqrt(eps)`` of the Jacobian's dtype.
-        threads: engine threads (default: OpenMP's default).
+        threads: CPU engine threads (default: OpenMP's default; unused when the GPU engine runs).
 
     Returns:
-        :class:`DtOResult` with tensors on ``latents.device``.
+        :class:`DtOResult` with tensors on ``latents.device``. On a CUDA device the CUDA engine runs when
+        it was compiled in (see the module docstring); otherwise Jacobians are copied to the CPU engine.
     """
     _check_solver(solver)
     _check_tolerances(gram_rcond, ambiguity_tol)
@@ -296,6 +374,8 @@ def nearest_signed_permutation(V, *, solver: str = "exact", threads: int | None 
     if V.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"V must be float32 or float64, got {V.dtype}")
     device = V.device
+    if V.is_cuda and solver != "milp" and _cuda_engine_usable():
+        return _nearest_signed_permutation_cuda(V, solver, single)
     array = V.cpu().numpy()
     if solver == "milp":
         if not np.isfinite(array).all():
@@ -308,6 +388,28 @@ def nearest_signed_permutation(V, *, solver: str = "exact", threads: int | None 
         certified = (flags & _engine.FLAG_CERTIFIED) > 0
     out = [torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in
            (perm.astype(np.int64), signs.astype(np.int8), np.asarray(dist, dtype=np.float64), certified)]
+    if single:
+        out = [x[0] for x in out]
+    return SignedPermutation(*out)
+
+
+def _nearest_signed_permutation_cuda(V: torch.Tensor, solver: str, single: bool) -> SignedPermutation:
+    """The CUDA engine on V's device and current stream; one host synchronisation (the flags)."""
+    N, d, _ = V.shape
+    dev = V.device
+    with torch.cuda.device(dev):
+        perm = torch.empty((N, d), dtype=torch.int64, device=dev)
+        signs = torch.empty((N, d), dtype=torch.int8, device=dev)
+        dist = torch.empty((N,), dtype=torch.float64, device=dev)
+        flags = torch.empty((N,), dtype=torch.uint8, device=dev)
+        _engine.cuda_signed_permutations(
+            V.data_ptr(), N, d, *V.stride(), _DTYPE_NAMES[V.dtype], solver, perm.data_ptr(), signs.data_ptr(),
+            dist.data_ptr(), flags.data_ptr(), torch.cuda.current_stream(dev).cuda_stream,
+            device=dev.index if dev.index is not None else torch.cuda.current_device())
+    bad = (flags & _engine.FLAG_NONFINITE) != 0
+    if bool(bad.any()):
+        raise ValueError(_nonfinite_message("V", int(bad.nonzero()[0, 0])))
+    out = [perm, signs, dist, (flags & _engine.FLAG_CERTIFIED) > 0]
     if single:
         out = [x[0] for x in out]
     return SignedPermutation(*out)

@@ -58,11 +58,16 @@ FASTDTO_HD void greedy_assignment(const double* V, int d, int* perm) {
 // reduced cost non-negative and each row's minimum tight, so rows whose minimum column is still
 // free are matched at once; only the remaining rows need an augmenting-path search. Column 0 is a
 // virtual column, as in the textbook form; rows and columns are 1-based inside.
-FASTDTO_HD void exact_assignment(const double* V, int d, int* perm) {
-  double cost[kMaxDim * kMaxDim];
-  double u[kMaxDim + 1], v[kMaxDim + 1], minv[kMaxDim + 1];
-  int row_of[kMaxDim + 1], way[kMaxDim + 1];  // row_of[j]: row matched to column j (0: none)
-  bool used[kMaxDim + 1], matched[kMaxDim + 1];
+// MaxD (>= d) sizes the local work arrays. The GPU engine instantiates MaxD = 16, 32, 64 and
+// LocalCost = false, passing d * d doubles of dead global scratch as cost_work: the driver reserves
+// local memory for every thread the device can hold, so a local 64 x 64 table would cost gigabytes.
+template <int MaxD = kMaxDim, bool LocalCost = true>
+FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost_work = nullptr) {
+  double cost_local[LocalCost ? MaxD * MaxD : 1];
+  double* const cost = LocalCost ? cost_local : cost_work;
+  double u[MaxD + 1], v[MaxD + 1], minv[MaxD + 1];
+  int row_of[MaxD + 1], way[MaxD + 1];  // row_of[j]: row matched to column j (0: none)
+  bool used[MaxD + 1], matched[MaxD + 1];
   for (int j = 0; j <= d; ++j) { v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
   u[0] = 0.0;
   for (int i = 1; i <= d; ++i) {
@@ -133,12 +138,14 @@ FASTDTO_HD double signed_permutation_distance(const double* V, int d, const int*
 
 // Full solve: certified greedy when the certificate holds, else the exact assignment (or the
 // uncertified greedy when asked for). Returns the distance; *certified tells which path ran.
+template <int MaxD = kMaxDim, bool LocalCost = true>  // see exact_assignment
 FASTDTO_HD double nearest_signed_permutation(const double* V, int d, Solver solver, int* perm,
-                                             int8_t* signs, bool* certified) {
+                                             int8_t* signs, bool* certified,
+                                             double* cost_work = nullptr) {
   *certified = row_maxima_assignment(V, d, perm);
   if (!*certified) {
     if (solver == Solver::Greedy) greedy_assignment(V, d, perm);
-    else exact_assignment(V, d, perm);
+    else exact_assignment<MaxD, LocalCost>(V, d, perm, cost_work);
   }
   return signed_permutation_distance(V, d, perm, signs);
 }

@@ -49,12 +49,15 @@ FASTDTO_HD bool is_ambiguous(const double* sigma, int d, double tol) {
 }
 
 // Everything after sigma and V are known. Returns the flag bits and writes the distance.
+template <int MaxD = kMaxDim, bool LocalCost = true>  // see exact_assignment
 FASTDTO_HD uint8_t finish_sample(double* V, const double* sigma, int d, const SampleOptions& opt,
-                                 int* perm, int8_t* signs, double* distance) {
+                                 int* perm, int8_t* signs, double* distance,
+                                 double* cost_work = nullptr) {
   normalize_column_signs(V, d);
   uint8_t flags = is_ambiguous(sigma, d, opt.ambiguity_tol) ? kFlagAmbiguous : 0;
   bool certified = false;
-  *distance = nearest_signed_permutation(V, d, opt.solver, perm, signs, &certified);
+  *distance = nearest_signed_permutation<MaxD, LocalCost>(V, d, opt.solver, perm, signs, &certified,
+                                                         cost_work);
   if (certified) flags |= kFlagCertified;
   return flags;
 }

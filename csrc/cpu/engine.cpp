@@ -15,7 +15,7 @@ constexpr int kBlockRows = 64;
 // transposed float64 buffer, so every column pair becomes a short contiguous dot product that the
 // compiler vectorises whatever the input strides are.
 template <typename T>
-inline void gram_upper(const T* J, long long sr, long long sc, int n, int d, double* G) {
+FASTDTO_HD void gram_upper(const T* J, long long sr, long long sc, int n, int d, double* G) {
   alignas(64) double buf[kMaxDim * kBlockRows];
   for (int i = 0; i < d * d; ++i) G[i] = 0.0;
   for (int r0 = 0; r0 < n; r0 += kBlockRows) {
@@ -45,7 +45,7 @@ inline void gram_upper(const T* J, long long sr, long long sc, int n, int d, dou
     for (int l = 0; l < k; ++l) G[k * d + l] = G[l * d + k];
 }
 
-// Everything done for one sample, compiled once per dtype. Baseline x86-64 (SSE2) has no blends
+// Everything done for one sample, compiled once per dtype (all callees forcibly inlined, see FASTDTO_HD). Baseline x86-64 (SSE2) has no blends
 // for double selects, so the assignment's branch-free scans and the Gram's dot products run far
 // slower there: each per-sample function is also built for x86-64-v3 (AVX2, FMA) and picked at
 // load time.
@@ -61,7 +61,7 @@ struct Scratch {
 };
 
 template <typename T>
-inline void dto_one(const T* J, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
+FASTDTO_HD void dto_one(const T* J, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
                     const DtoOutputs& out, long long b) {
   const int n = (int)Jb.rows, d = (int)Jb.cols;
   double* G = s.G.data();
@@ -101,7 +101,7 @@ FASTDTO_MULTIVERSION void dto_one_f64(const double* J, const StridedBatch& Jb, c
 }
 
 template <typename T>
-inline void perm_one(const T* src, const StridedBatch& Vb, Solver solver, const DtoOutputs& out, long long b) {
+FASTDTO_HD void perm_one(const T* src, const StridedBatch& Vb, Solver solver, const DtoOutputs& out, long long b) {
   const int d = (int)Vb.cols;
   double V[kMaxDim * kMaxDim];
   int perm[kMaxDim];
