@@ -65,7 +65,7 @@ template <int MaxD = kMaxDim, bool LocalCost = true>
 FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost_work = nullptr) {
   double cost_local[LocalCost ? MaxD * MaxD : 1];
   double* const cost = LocalCost ? cost_local : cost_work;
-  double u[MaxD + 1], v[MaxD + 1], minv[MaxD + 1];
+  double u[MaxD + 1], v[MaxD + 1], dist[MaxD + 1];
   int row_of[MaxD + 1], way[MaxD + 1];  // row_of[j]: row matched to column j (0: none)
   bool used[MaxD + 1], matched[MaxD + 1];
   for (int j = 0; j <= d; ++j) { v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
@@ -83,31 +83,37 @@ FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost
   }
   for (int i = 1; i <= d; ++i) {
     if (matched[i]) continue;
+    // Dijkstra from row i over reduced costs; dist[j] is the length of the shortest alternating
+    // path to column j. Potentials are updated once at the end (not after every step).
     row_of[0] = i;
     int j0 = 0;
-    for (int j = 0; j <= d; ++j) { minv[j] = 1e300; used[j] = false; }
+    for (int j = 0; j <= d; ++j) { dist[j] = 1e300; used[j] = false; }
+    dist[0] = 0.0;
     do {
       used[j0] = true;
       const int i0 = row_of[j0];
       const double* c = cost + (i0 - 1) * d;
-      const double ui = u[i0];
-      double delta = 1e300;
+      const double base = dist[j0] - u[i0];
+      double best = 1e300;
       int j1 = 0;
       for (int j = 1; j <= d; ++j) {  // branch-free scan (selects instead of jumps)
-        const double reduced = c[j - 1] - ui - v[j];
-        const bool lower = !used[j] && reduced < minv[j];
-        minv[j] = lower ? reduced : minv[j];
+        const double nd = base + c[j - 1] - v[j];
+        const bool lower = !used[j] && nd < dist[j];
+        dist[j] = lower ? nd : dist[j];
         way[j] = lower ? j0 : way[j];
-        const bool best = !used[j] && minv[j] < delta;
-        delta = best ? minv[j] : delta;
-        j1 = best ? j : j1;
-      }
-      for (int j = 0; j <= d; ++j) {
-        if (used[j]) { u[row_of[j]] += delta; v[j] -= delta; }
-        else minv[j] -= delta;
+        const bool better = !used[j] && dist[j] < best;
+        best = better ? dist[j] : best;
+        j1 = better ? j : j1;
       }
       j0 = j1;
     } while (row_of[j0] != 0);
+    const double total = dist[j0];
+    for (int j = 0; j <= d; ++j) {
+      if (!used[j]) continue;
+      const double shift = total - dist[j];
+      u[row_of[j]] += shift;
+      v[j] -= shift;
+    }
     do {  // flip the augmenting path
       const int j1 = way[j0];
       row_of[j0] = row_of[j1];
