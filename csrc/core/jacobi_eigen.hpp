@@ -25,39 +25,52 @@ FASTDTO_HD int jacobi_eigh(double* A, int d, double* w, double* Q, int max_sweep
         const double apq = A[p * d + q];
         const double app = A[p * d + p];
         const double aqq = A[q * d + q];
-        // Relative criterion: an off-diagonal entry below eps * sqrt(|app aqq|) no longer
-        // changes any eigenvalue beyond rounding, so it is treated as zero.
-        if (dabs(apq) <= kEps64 * sqrt(dabs(app * aqq)) || apq == 0.0) {
+        // Relative criterion (squared, no root): an off-diagonal entry below
+        // eps * sqrt(|app aqq|) no longer changes any eigenvalue beyond rounding.
+        if (apq * apq <= kEps64 * kEps64 * dabs(app * aqq)) {
           A[p * d + q] = A[q * d + p] = 0.0;
           continue;
         }
         rotated = true;
         // Rotation that annihilates A[p][q] (smaller of the two angles, for stability).
         const double theta = (aqq - app) / (2.0 * apq);
-        const double t = (theta >= 0.0 ? 1.0 : -1.0) / (dabs(theta) + sqrt(theta * theta + 1.0));
+        const double t = dabs(theta) > 1e150 ? 0.5 / theta
+                         : (theta >= 0.0 ? 1.0 : -1.0) / (dabs(theta) + sqrt(theta * theta + 1.0));
         const double c = 1.0 / sqrt(t * t + 1.0);
         const double s = t * c;
-        for (int k = 0; k < d; ++k) {  // A <- A G (columns p, q)
-          const double akp = A[k * d + p], akq = A[k * d + q];
-          A[k * d + p] = c * akp - s * akq;
-          A[k * d + q] = s * akp + c * akq;
+        const double tau = s / (1.0 + c);  // rotations written as x - s (y + tau x): less rounding
+        // Rows p and q are contiguous: rotate them as whole vectors (the 2 x 2 block is set above
+        // and restored after), then mirror them into columns p and q.
+        double* rp = A + p * d;
+        double* rq = A + q * d;
+        for (int k = 0; k < d; ++k) {
+          const double g = rp[k], h = rq[k];
+          rp[k] = g - s * (h + g * tau);
+          rq[k] = h + s * (g - h * tau);
         }
-        for (int k = 0; k < d; ++k) {  // A <- G^T A (rows p, q)
-          const double apk = A[p * d + k], aqk = A[q * d + k];
-          A[p * d + k] = c * apk - s * aqk;
-          A[q * d + k] = s * apk + c * aqk;
+        rp[p] = app - t * apq;
+        rq[q] = aqq + t * apq;
+        rp[q] = rq[p] = 0.0;
+        for (int k = 0; k < d; ++k) {
+          A[k * d + p] = rp[k];
+          A[k * d + q] = rq[k];
         }
-        A[p * d + q] = A[q * d + p] = 0.0;
-        for (int k = 0; k < d; ++k) {  // Q <- Q G
-          const double qkp = Q[k * d + p], qkq = Q[k * d + q];
-          Q[k * d + p] = c * qkp - s * qkq;
-          Q[k * d + q] = s * qkp + c * qkq;
+        double* qp = Q + p * d;  // Q is kept transposed here (row k = eigenvector k): contiguous
+        double* qq = Q + q * d;
+        for (int k = 0; k < d; ++k) {
+          const double g = qp[k], h = qq[k];
+          qp[k] = g - s * (h + g * tau);
+          qq[k] = h + s * (g - h * tau);
         }
       }
     }
     if (!rotated) break;
   }
   for (int k = 0; k < d; ++k) w[k] = A[k * d + k];
+  for (int i = 0; i < d; ++i)  // back to eigenvectors as columns
+    for (int j = i + 1; j < d; ++j) {
+      const double tq = Q[i * d + j]; Q[i * d + j] = Q[j * d + i]; Q[j * d + i] = tq;
+    }
 
   // Selection sort into descending order, moving eigenvector columns along (d <= 64).
   for (int k = 0; k < d - 1; ++k) {

@@ -21,18 +21,38 @@ FASTDTO_HD void gram_upper(const T* J, long long sr, long long sc, int n, int d,
   for (int r0 = 0; r0 < n; r0 += kBlockRows) {
     const int m = std::min(kBlockRows, n - r0);
     const T* block = J + r0 * sr;
-    if (sr == 1) {
-      for (int k = 0; k < d; ++k)
-        for (int r = 0; r < m; ++r) buf[k * kBlockRows + r] = (double)block[r + k * sc];
-    } else {
-      for (int r = 0; r < m; ++r)
-        for (int k = 0; k < d; ++k) buf[k * kBlockRows + r] = (double)block[r * sr + k * sc];
+    // Column by column: contiguous writes, reads strided within an L1-resident block. (Row by row,
+    // GCC's AVX2 code turned the transposition into gathers, 6x slower.)
+    for (int k = 0; k < d; ++k) {
+      const T* col = block + k * sc;
+      double* dst = buf + k * kBlockRows;
+      if (sr == 1)
+        for (int r = 0; r < m; ++r) dst[r] = (double)col[r];
+      else
+        for (int r = 0; r < m; ++r) dst[r] = (double)col[r * sr];
     }
     for (int k = 0; k < d; ++k)
       for (int r = m; r < kBlockRows; ++r) buf[k * kBlockRows + r] = 0.0;
     for (int k = 0; k < d; ++k) {
       const double* a = buf + k * kBlockRows;
-      for (int l = k; l < d; ++l) {
+      int l = k;
+      for (; l + 3 < d; l += 4) {  // four pairs per pass: column k is loaded once for all four
+        const double *b0 = buf + l * kBlockRows, *b1 = b0 + kBlockRows, *b2 = b1 + kBlockRows,
+                     *b3 = b2 + kBlockRows;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int r = 0; r < kBlockRows; ++r) {
+          s0 += a[r] * b0[r];
+          s1 += a[r] * b1[r];
+          s2 += a[r] * b2[r];
+          s3 += a[r] * b3[r];
+        }
+        G[k * d + l] += s0;
+        G[k * d + l + 1] += s1;
+        G[k * d + l + 2] += s2;
+        G[k * d + l + 3] += s3;
+      }
+      for (; l < d; ++l) {
         const double* b = buf + l * kBlockRows;
         double s = 0.0;
 #pragma omp simd reduction(+ : s)
