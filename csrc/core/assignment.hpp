@@ -67,7 +67,7 @@ FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost
   double* const cost = LocalCost ? cost_local : cost_work;
   double u[MaxD + 1], v[MaxD + 1], dist[MaxD + 1];
   int row_of[MaxD + 1], way[MaxD + 1];  // row_of[j]: row matched to column j (0: none)
-  bool used[MaxD + 1], matched[MaxD + 1];
+  bool matched[MaxD + 1];
   for (int j = 0; j <= d; ++j) { v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
   u[0] = 0.0;
   for (int i = 1; i <= d; ++i) {
@@ -84,32 +84,38 @@ FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost
   for (int i = 1; i <= d; ++i) {
     if (matched[i]) continue;
     // Dijkstra from row i over reduced costs; dist[j] is the length of the shortest alternating
-    // path to column j. Potentials are updated once at the end (not after every step).
+    // path to column j. Columns still to settle sit in todo[0, n_todo): scans shrink as the search
+    // grows. Potentials are updated once at the end (not after every step).
+    int todo[MaxD];
+    int n_todo = d;
+    for (int j = 1; j <= d; ++j) { todo[j - 1] = j; dist[j] = 1e300; }
     row_of[0] = i;
-    int j0 = 0;
-    for (int j = 0; j <= d; ++j) { dist[j] = 1e300; used[j] = false; }
     dist[0] = 0.0;
+    int j0 = 0;
     do {
-      used[j0] = true;
       const int i0 = row_of[j0];
       const double* c = cost + (i0 - 1) * d;
       const double base = dist[j0] - u[i0];
       double best = 1e300;
-      int j1 = 0;
-      for (int j = 1; j <= d; ++j) {  // branch-free scan (selects instead of jumps)
+      int slot = 0;
+      for (int t = 0; t < n_todo; ++t) {  // branch-free scan (selects instead of jumps)
+        const int j = todo[t];
         const double nd = base + c[j - 1] - v[j];
-        const bool lower = !used[j] && nd < dist[j];
+        const bool lower = nd < dist[j];
         dist[j] = lower ? nd : dist[j];
         way[j] = lower ? j0 : way[j];
-        const bool better = !used[j] && dist[j] < best;
+        const bool better = dist[j] < best;
         best = better ? dist[j] : best;
-        j1 = better ? j : j1;
+        slot = better ? t : slot;
       }
-      j0 = j1;
+      j0 = todo[slot];
+      todo[slot] = todo[--n_todo];  // settled
+      todo[n_todo] = j0;
     } while (row_of[j0] != 0);
     const double total = dist[j0];
-    for (int j = 0; j <= d; ++j) {
-      if (!used[j]) continue;
+    u[i] += total;  // virtual column 0: shift total - dist[0]
+    for (int t = n_todo + 1; t < d; ++t) {  // settled columns except the free one just reached
+      const int j = todo[t];
       const double shift = total - dist[j];
       u[row_of[j]] += shift;
       v[j] -= shift;
