@@ -212,26 +212,24 @@ def _l1(Vb, perm, signs):
     return unpicked + np.abs(picked - signs.astype(np.float64)).sum(axis=-1)
 
 
-def frobenius_distance(V, perm, signs):
-    """``||V - P||_F`` for the signed permutation (perm, signs), entry by entry."""
+def _distance(V, perm, signs, kernel):
     Vb, single = _check_square_batch(V, "V")
     d = Vb.shape[-1]
     perm, signs = _check_perm_signs(perm, signs, d)
     perm = np.broadcast_to(perm.reshape(-1, d), (Vb.shape[0], d))
     signs = np.broadcast_to(signs.reshape(-1, d), (Vb.shape[0], d))
-    out = _frobenius(Vb, perm, signs)
+    out = kernel(Vb, perm, signs)
     return np.float64(out[0]) if single else out
+
+
+def frobenius_distance(V, perm, signs):
+    """``||V - P||_F`` for the signed permutation (perm, signs), entry by entry."""
+    return _distance(V, perm, signs, _frobenius)
 
 
 def l1_distance(V, perm, signs):
     """Entry-wise L1 distance ``sum |V - P|`` for the signed permutation (perm, signs)."""
-    Vb, single = _check_square_batch(V, "V")
-    d = Vb.shape[-1]
-    perm, signs = _check_perm_signs(perm, signs, d)
-    perm = np.broadcast_to(perm.reshape(-1, d), (Vb.shape[0], d))
-    signs = np.broadcast_to(signs.reshape(-1, d), (Vb.shape[0], d))
-    out = _l1(Vb, perm, signs)
-    return np.float64(out[0]) if single else out
+    return _distance(V, perm, signs, _l1)
 
 
 def signed_permutation_matrix(perm, signs):

@@ -38,4 +38,20 @@ FASTDTO_HD double dmin(double a, double b) { return a < b ? a : b; }
 FASTDTO_HD double dmax(double a, double b) { return a > b ? a : b; }
 FASTDTO_HD bool is_finite(double x) { return x - x == 0.0; }  // false for NaN and +-Inf
 
+// Sorts w[0, d) into descending order and moves the columns of the row-major d x d matrix Q
+// along (selection sort: d <= 64, and no recursion or workspace on the GPU).
+FASTDTO_HD void sort_descending_with_columns(double* w, double* Q, int d) {
+  for (int k = 0; k < d - 1; ++k) {
+    int best = k;
+    for (int j = k + 1; j < d; ++j)
+      if (w[j] > w[best]) best = j;
+    if (best != k) {
+      const double tw = w[k]; w[k] = w[best]; w[best] = tw;
+      for (int i = 0; i < d; ++i) {
+        const double tq = Q[i * d + k]; Q[i * d + k] = Q[i * d + best]; Q[i * d + best] = tq;
+      }
+    }
+  }
+}
+
 }  // namespace fastdto

@@ -72,18 +72,7 @@ FASTDTO_HD int jacobi_eigh(double* A, int d, double* w, double* Q, int max_sweep
       const double tq = Q[i * d + j]; Q[i * d + j] = Q[j * d + i]; Q[j * d + i] = tq;
     }
 
-  // Selection sort into descending order, moving eigenvector columns along (d <= 64).
-  for (int k = 0; k < d - 1; ++k) {
-    int best = k;
-    for (int j = k + 1; j < d; ++j)
-      if (w[j] > w[best]) best = j;
-    if (best != k) {
-      const double tw = w[k]; w[k] = w[best]; w[best] = tw;
-      for (int i = 0; i < d; ++i) {
-        const double tq = Q[i * d + k]; Q[i * d + k] = Q[i * d + best]; Q[i * d + best] = tq;
-      }
-    }
-  }
+  sort_descending_with_columns(w, Q, d);
   return sweep;
 }
 

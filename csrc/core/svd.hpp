@@ -84,17 +84,7 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
     for (int k = 0; k < d; ++k) ss += A[k * d + j] * A[k * d + j];
     sigma[j] = sqrt(ss);
   }
-  for (int k = 0; k < d - 1; ++k) {  // descending order, columns of V follow
-    int best = k;
-    for (int j = k + 1; j < d; ++j)
-      if (sigma[j] > sigma[best]) best = j;
-    if (best != k) {
-      const double ts = sigma[k]; sigma[k] = sigma[best]; sigma[best] = ts;
-      for (int i = 0; i < d; ++i) {
-        const double tv = V[i * d + k]; V[i * d + k] = V[i * d + best]; V[i * d + best] = tv;
-      }
-    }
-  }
+  sort_descending_with_columns(sigma, V, d);
   return sweep;
 }
 

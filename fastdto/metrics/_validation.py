@@ -134,3 +134,10 @@ def labels_of(col: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer class codes ``0..C-1`` of a column and the number of classes ``C``."""
     uniq, inv = np.unique(col, return_inverse=True)
     return inv.reshape(-1).astype(np.int64), int(uniq.size)
+
+
+def top_two_gap(scores: np.ndarray) -> np.ndarray:
+    """Per row (factor): best minus second-best entry over latents (second-best is 0 with one latent)."""
+    ranked = -np.sort(-scores, axis=1)
+    second = ranked[:, 1] if scores.shape[1] > 1 else np.zeros(scores.shape[0])
+    return ranked[:, 0] - second

@@ -17,6 +17,7 @@ from ._validation import (
     check_int,
     check_pair,
     labels_of,
+    top_two_gap,
 )
 
 __all__ = ["disentanglement_score"]
@@ -187,9 +188,7 @@ def disentanglement_score(
         scores[disc] = ((acc - acc0) / (1.0 - acc0)).T
     np.clip(scores, 0.0, 1.0, out=scores)
 
-    ranked = -np.sort(-scores, axis=1)
-    second = ranked[:, 1] if d > 1 else np.zeros(n_factors)
-    gaps = ranked[:, 0] - second
+    gaps = top_two_gap(scores)
     score = float(gaps.mean())
     if not return_details:
         return score

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from ._validation import check_discrete, check_int, check_pair, labels_of
+from ._validation import check_discrete, check_int, check_pair, labels_of, top_two_gap
 
 __all__ = ["mig", "discretize", "mutual_information", "entropy"]
 
@@ -147,9 +147,7 @@ def mig(
         for j in range(d):
             mi[kk, j] = mutual_information(zc[:, j], v)
 
-    ranked = -np.sort(-mi[keep], axis=1)
-    second = ranked[:, 1] if d > 1 else np.zeros(len(keep))
-    gaps = np.clip((ranked[:, 0] - second) / ent[keep], 0.0, 1.0)
+    gaps = np.clip(top_two_gap(mi[keep]) / ent[keep], 0.0, 1.0)
     score = float(gaps.mean())
     if not return_details:
         return score
