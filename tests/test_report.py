@@ -32,6 +32,8 @@ def test_report_tables_marks_and_figure(tmp_path):
     assert "| synth-lin | 99.0% ± 0.0 (n=3) | 99.8% |" in md
     assert (tmp_path / "figure4_dto_vs_disentanglement.png").stat().st_size > 1000
     assert "Pearson r = -" in md and "Assumptions" in md
+    assert "- synth-lin ae: DtO 1.00 ± 0.08 (n=3) against the paper's 0.33 ± 0.18" in md
+    assert "synth-lin beta-vae: DtO" not in md  # inside the paper's interval: not listed
 
 
 def test_report_without_runs_exits_2(tmp_path, capsys):
