@@ -166,7 +166,7 @@ def table1(results, paper) -> list[str]:
         if dep is None and d10 is None:
             continue
         lines.append(f"| {ds} | {_fmt(dep, pct=True)} | {p1[key]['dep']}% | {_fmt(d10, pct=True)} | {p1[key]['10']}% |")
-    return lines
+    return lines if len(lines) > 2 else ["(no beta-VAE runs)"]
 
 
 def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
@@ -174,24 +174,29 @@ def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in results if r.get("disentanglement") is not None and r.get("dto") is not None]
+    # Runs with 10 latents are left out: their all-latent DtO is dominated by the passive axes.
+    pts = [r for r in results if r.get("disentanglement") is not None and r.get("dto") is not None
+           and not r["variant"].endswith("-d10")]
     if not pts:
         return None, []
     fig, ax = plt.subplots(figsize=(6, 4.5))
     epochs = np.array([r["epochs"] for r in pts], dtype=float)
+    by_epochs = epochs.min() < epochs.max()  # colour by training length only when it varies
     markers = dict(zip(DATASET_KEYS, "osD^v"))
     sc = None
     for ds in DATASET_KEYS:
         sel = [i for i, r in enumerate(pts) if r["dataset"] == ds]
         if sel:
-            sc = ax.scatter([pts[i]["dto"] for i in sel], [pts[i]["disentanglement"] for i in sel], c=epochs[sel],
-                            cmap="viridis", marker=markers[ds], vmin=epochs.min(), vmax=epochs.max(), label=ds,
-                            edgecolors="k", linewidths=0.3)
-    fig.colorbar(sc, ax=ax, label="epochs")
+            colour = dict(c=epochs[sel], cmap="viridis", vmin=epochs.min(), vmax=epochs.max()) if by_epochs else {}
+            sc = ax.scatter([pts[i]["dto"] for i in sel], [pts[i]["disentanglement"] for i in sel],
+                            marker=markers[ds], label=ds, edgecolors="k", linewidths=0.3, **colour)
+    if by_epochs:
+        fig.colorbar(sc, ax=ax, label="epochs")
     ax.set_xlabel("DtO (lower: latent axes closer to singular directions)")
     ax.set_ylabel("disentanglement score")
     ax.legend(fontsize=8)
-    ax.set_title("DtO against disentanglement, one point per run")
+    ax.set_title("DtO against disentanglement, one point per run"
+                 + ("" if by_epochs else f" ({int(epochs[0])} epochs)"), fontsize=10)
     fig.tight_layout()
     fig.savefig(out_dir / "figure4_dto_vs_disentanglement.png", dpi=120)
     plt.close(fig)
