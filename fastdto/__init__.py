@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["evaluate", "dto_from_jacobians", "nearest_signed_permutation", "jacobians", "DtOResult",
            "SignedPermutation", "build_info", "MAX_DIM", "DEFAULT_GRAM_RCOND"]
 
-_SUBMODULES = {"reference", "metrics", "data", "nn", "train", "recipes", "report"}
+_SUBMODULES = {"reference", "metrics", "data", "nn", "train", "recipes", "report", "reproduce"}
 
 
 def build_info() -> dict:
