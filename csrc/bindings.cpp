@@ -53,16 +53,17 @@ Solver parse_solver(const std::string& s) {
   throw py::value_error("solver must be 'exact' or 'greedy' in the compiled engine, got '" + s + "'");
 }
 
-void raise_on_nonfinite(const py::array_t<uint8_t>& flags, const char* name) {
+// first_index numbers the samples as the caller does when it passes a batch in chunks.
+void raise_on_nonfinite(const py::array_t<uint8_t>& flags, const char* name, long long first_index) {
   auto f = flags.unchecked<1>();
   for (py::ssize_t i = 0; i < f.shape(0); ++i)
     if (f(i) & kFlagNonFinite)
-      throw py::value_error(std::string(name) + "[" + std::to_string(i) +
+      throw py::value_error(std::string(name) + "[" + std::to_string(first_index + i) +
                             "] contains NaN or Inf (or values whose squares overflow float64)");
 }
 
 py::tuple dto_from_jacobians(const py::array& J, const std::string& solver, double gram_rcond,
-                             double ambiguity_tol, bool return_v, int threads) {
+                             double ambiguity_tol, bool return_v, int threads, long long first_index) {
   const StridedBatch b = as_batch(J, "J", "(N, n, d)");
   if (!(gram_rcond >= 0.0 && gram_rcond <= 1.0))
     throw py::value_error("gram_rcond must lie in [0, 1]");
@@ -87,7 +88,7 @@ py::tuple dto_from_jacobians(const py::array& J, const std::string& solver, doub
     py::gil_scoped_release release;
     cpu::dto_from_jacobians(b, opt, out, threads);
   }
-  raise_on_nonfinite(flags, "J");
+  raise_on_nonfinite(flags, "J", first_index);
   return py::make_tuple(sigma, perm, signs, distance, flags, V);
 }
 
@@ -108,7 +109,7 @@ py::tuple signed_permutations(const py::array& V, const std::string& solver, int
     py::gil_scoped_release release;
     cpu::signed_permutations(b, s, out, threads);
   }
-  raise_on_nonfinite(flags, "V");
+  raise_on_nonfinite(flags, "V", 0);
   return py::make_tuple(perm, signs, distance, flags);
 }
 
@@ -124,7 +125,7 @@ PYBIND11_MODULE(_fastdto_engine, m) {
   m.attr("EPS64") = kEps64;
   m.attr("EPS32") = kEps32;
   m.def("dto_from_jacobians", &dto_from_jacobians, py::arg("J"), py::arg("solver"),
-        py::arg("gram_rcond"), py::arg("ambiguity_tol"), py::arg("return_v"), py::arg("threads") = 0,
+        py::arg("gram_rcond"), py::arg("ambiguity_tol"), py::arg("return_v"), py::arg("threads") = 0, py::arg("first_index") = 0,
         "Per-sample sigma, nearest signed permutation and distance from a (N, n, d) float array.");
   m.def("signed_permutations", &signed_permutations, py::arg("V"), py::arg("solver"),
         py::arg("threads") = 0, "Nearest signed permutations of a (N, d, d) float array.");

@@ -161,13 +161,16 @@ def _default_ambiguity_tol(dtype) -> float:
     return math.sqrt(_engine.EPS64 if dtype in (torch.float64, np.float64) else _engine.EPS32)
 
 
+_PARTS = ("sigma", "perm", "signs", "distance", "flags", "V")
+
+
 class _Accumulator:
-    """Runs the engine chunk by chunk and gathers the per-sample outputs."""
+    """Runs the engine chunk by chunk (CPU or CUDA) and gathers the per-sample outputs as tensors."""
 
     def __init__(self, solver, gram_rcond, ambiguity_tol, return_v, threads):
         self.solver, self.gram_rcond, self.ambiguity_tol = solver, gram_rcond, ambiguity_tol
         self.return_v, self.threads = return_v, threads
-        self.parts: list[tuple] = []
+        self.parts: list[dict] = []
 
     def add(self, J: torch.Tensor, first_index: int) -> None:
         if J.dtype not in (torch.float32, torch.float64):
@@ -176,95 +179,73 @@ class _Accumulator:
             raise ValueError(f"latent dimension {J.shape[2]} exceeds the supported maximum of {MAX_DIM}")
         tol = _default_ambiguity_tol(J.dtype) if self.ambiguity_tol is None else self.ambiguity_tol
         milp = self.solver == "milp"
-        if J.is_cuda and _cuda_engine_usable():
-            self.parts.append(self._add_cuda(J.detach(), tol, milp, first_index))
-            return
-        array = J.detach().cpu().numpy()
-        try:
-            sigma, perm, signs, dist, flags, V = _engine.dto_from_jacobians(
-                array, "exact" if milp else self.solver, self.gram_rcond, tol, self.return_v or milp,
-                self.threads or 0)
-        except ValueError as err:  # name the sample in the caller's numbering
-            msg = str(err)
-            if msg.startswith("J[") and first_index:
-                i = int(msg[2:msg.index("]")])
-                msg = f"J[{first_index + i}]" + msg[msg.index("]") + 1:]
-            raise ValueError(msg + "; the decoder's Jacobian is not finite there") from None
-        if milp:
+        run = self._run_cuda if J.is_cuda and _cuda_engine_usable() else self._run_cpu
+        part = run(J.detach(), "exact" if milp else self.solver, tol, self.return_v or milp, first_index)
+        part["first_index"] = first_index
+        if milp:  # the paper's program, on the CPU, replaces the engine's assignment
+            _raise_on_nonfinite([part])
             from .reference import signed_permutation_milp
-            perm, signs, dist = signed_permutation_milp(V)
+            perm, signs, dist = signed_permutation_milp(part["V"].cpu().numpy())
+            dev = part["V"].device
+            part.update(perm=torch.from_numpy(np.ascontiguousarray(perm, dtype=np.int64)).to(dev),
+                        signs=torch.from_numpy(np.ascontiguousarray(signs, dtype=np.int8)).to(dev),
+                        distance=torch.from_numpy(np.ascontiguousarray(dist, dtype=np.float64)).to(dev))
             if not self.return_v:
-                V = None
-        self.parts.append((sigma, perm, signs, dist, flags, V))
+                part["V"] = None
+        self.parts.append(part)
 
-    def _add_cuda(self, J: torch.Tensor, tol: float, milp: bool, first_index: int) -> tuple:
+    def _run_cpu(self, J, solver, tol, want_v, first_index) -> dict:
+        try:
+            out = _engine.dto_from_jacobians(J.cpu().numpy(), solver, self.gram_rcond, tol, want_v,
+                                             self.threads or 0, first_index)
+        except ValueError as err:
+            raise ValueError(f"{err}; the decoder's Jacobian is not finite there") from None
+        return {k: None if x is None else torch.from_numpy(x) for k, x in zip(_PARTS, out)}
+
+    def _run_cuda(self, J, solver, tol, want_v, first_index) -> dict:
         """Enqueues the CUDA engine on J's device and current stream; outputs stay on the device."""
         N, n, d = J.shape
         dev = J.device
         with torch.cuda.device(dev):
             def empty(shape, dtype):
                 return torch.empty(shape, dtype=dtype, device=dev)
-            sigma, perm, signs = empty((N, d), torch.float64), empty((N, d), torch.int64), empty((N, d), torch.int8)
-            dist, flags = empty((N,), torch.float64), empty((N,), torch.uint8)
-            V = empty((N, d, d), torch.float64) if self.return_v or milp else None
+            part = dict(sigma=empty((N, d), torch.float64), perm=empty((N, d), torch.int64),
+                        signs=empty((N, d), torch.int8), distance=empty((N,), torch.float64),
+                        flags=empty((N,), torch.uint8), V=empty((N, d, d), torch.float64) if want_v else None)
             _engine.cuda_dto_from_jacobians(
-                J.data_ptr(), N, n, d, *J.stride(), _DTYPE_NAMES[J.dtype], "exact" if milp else self.solver,
-                self.gram_rcond, tol, sigma.data_ptr(), perm.data_ptr(), signs.data_ptr(), dist.data_ptr(),
-                flags.data_ptr(), 0 if V is None else V.data_ptr(), torch.cuda.current_stream(dev).cuda_stream,
+                J.data_ptr(), N, n, d, *J.stride(), _DTYPE_NAMES[J.dtype], solver, self.gram_rcond, tol,
+                *(part[k].data_ptr() for k in _PARTS[:5]), 0 if part["V"] is None else part["V"].data_ptr(),
+                torch.cuda.current_stream(dev).cuda_stream,
                 device=dev.index if dev.index is not None else torch.cuda.current_device())
-        if milp:  # the paper's MILP runs on the CPU; its V must be finite first
-            bad = (flags & _engine.FLAG_NONFINITE) != 0
-            if bool(bad.any()):
-                i = first_index + int(bad.nonzero()[0, 0])
-                raise ValueError(_nonfinite_message("J", i) + "; the decoder's Jacobian is not finite there")
-            from .reference import signed_permutation_milp
-            p, s, t = signed_permutation_milp(V.cpu().numpy())
-            perm = torch.from_numpy(np.ascontiguousarray(p, dtype=np.int64)).to(dev)
-            signs = torch.from_numpy(np.ascontiguousarray(s, dtype=np.int8)).to(dev)
-            dist = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float64)).to(dev)
-            if not self.return_v:
-                V = None
-        return (sigma, perm, signs, dist, flags, V, first_index)
-
-    def _result_cuda(self, active: list[int], device) -> DtOResult:
-        sigma, perm, signs, dist, flags, V = [
-            torch.cat([p[i] for p in self.parts]) if self.parts[0][i] is not None else None for i in range(6)]
-        bad = (flags & _engine.FLAG_NONFINITE) != 0
-        summary = torch.stack([bad.any().to(torch.float64), dist.mean(), dist.std(correction=0)]).cpu()
-        if summary[0] > 0:  # chunks are consecutive: map the position back to the caller's numbering
-            pos = int(bad.nonzero()[0, 0])
-            for part in self.parts:
-                if pos < part[3].shape[0]:
-                    break
-                pos -= part[3].shape[0]
-            raise ValueError(_nonfinite_message("J", part[6] + pos) + "; the decoder's Jacobian is not finite there")
-        return DtOResult(
-            dto=float(summary[1]), std=float(summary[2]), per_sample=dist.to(device),
-            singular_values=sigma.to(device), permutation=perm.to(device), signs=signs.to(device),
-            active=torch.tensor(active, dtype=torch.int64, device=device),
-            ambiguous=((flags & _engine.FLAG_AMBIGUOUS) > 0).to(device),
-            svd_path=((flags & _engine.FLAG_SVD_PATH) > 0).to(device),
-            certified=((flags & _engine.FLAG_CERTIFIED) > 0).to(device), solver=self.solver,
-            V=None if V is None else V.to(device))
+        return part
 
     def result(self, active: list[int], device) -> DtOResult:
-        if self.parts and isinstance(self.parts[0][0], torch.Tensor):
-            return self._result_cuda(active, device)
-        cat = [np.concatenate([p[i] for p in self.parts]) if self.parts[0][i] is not None else None
-               for i in range(6)]
-        sigma, perm, signs, dist, flags, V = cat
+        cat = {k: None if self.parts[0][k] is None else torch.cat([p[k] for p in self.parts]) for k in _PARTS}
+        flags, dist = cat["flags"], cat["distance"]
+        # One host synchronisation: the non-finite check (CUDA; the CPU engine raises itself) and the summary.
+        summary = torch.stack([((flags & _engine.FLAG_NONFINITE) != 0).any().to(torch.float64),
+                               dist.mean(), dist.std(correction=0)]).cpu()
+        if summary[0] > 0:
+            _raise_on_nonfinite(self.parts)
 
         def t(x):
-            return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+            return None if x is None else x.to(device)
 
-        per_sample = t(dist.astype(np.float64))
         return DtOResult(
-            dto=float(dist.mean()), std=float(dist.std()), per_sample=per_sample,
-            singular_values=t(sigma), permutation=t(perm.astype(np.int64)), signs=t(signs.astype(np.int8)),
+            dto=float(summary[1]), std=float(summary[2]), per_sample=t(dist), singular_values=t(cat["sigma"]),
+            permutation=t(cat["perm"]), signs=t(cat["signs"]),
             active=torch.tensor(active, dtype=torch.int64, device=device),
             ambiguous=t((flags & _engine.FLAG_AMBIGUOUS) > 0), svd_path=t((flags & _engine.FLAG_SVD_PATH) > 0),
-            certified=t((flags & _engine.FLAG_CERTIFIED) > 0), solver=self.solver,
-            V=None if V is None else t(V))
+            certified=t((flags & _engine.FLAG_CERTIFIED) > 0), solver=self.solver, V=t(cat["V"]))
+
+
+def _raise_on_nonfinite(parts: list[dict]) -> None:
+    """Raises for the first sample flagged non-finite, numbered as the caller numbers its samples."""
+    for part in parts:
+        bad = (part["flags"] & _engine.FLAG_NONFINITE) != 0
+        if bool(bad.any()):
+            i = part["first_index"] + int(bad.nonzero()[0, 0])
+            raise ValueError(_nonfinite_message("J", i) + "; the decoder's Jacobian is not finite there")
 
 
 def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exact",
