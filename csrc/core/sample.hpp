@@ -18,6 +18,44 @@ struct SampleOptions {
   double ambiguity_tol;
 };
 
+// Per-sample outputs, caller-allocated, contiguous (host or device memory). V may be null.
+struct DtoOutputs {
+  double* sigma;     // count x d (null when only permutations are computed)
+  int64_t* perm;     // count x d
+  int8_t* signs;     // count x d
+  double* distance;  // count
+  uint8_t* flags;    // count, SampleFlags bits
+  double* V;         // count x d x d, row-major, columns are right singular vectors
+};
+
+// A non-finite input shows on the Gram's diagonal (a sum of squares), so d checks cover n x d.
+FASTDTO_HD bool gram_is_finite(const double* G, int d) {
+  bool finite = true;
+  for (int k = 0; k < d; ++k) finite = finite && is_finite(G[k * d + k]);
+  return finite;
+}
+
+// Copies a strided d x d matrix into V (row-major float64); false if any entry is NaN or Inf.
+template <typename T>
+FASTDTO_HD bool load_square(const T* src, long long si, long long sj, int d, double* V) {
+  bool finite = true;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) {
+      const double x = (double)src[i * si + j * sj];
+      V[i * d + j] = x;
+      finite = finite && is_finite(x);
+    }
+  return finite;
+}
+
+// Writes sample b's singular values (when out.sigma is set) and permutation.
+FASTDTO_HD void store_sample(const DtoOutputs& out, long long b, const double* sigma, const int* perm, int d) {
+  for (int k = 0; k < d; ++k) {
+    if (out.sigma) out.sigma[b * d + k] = sigma[k];
+    out.perm[b * d + k] = perm[k];
+  }
+}
+
 // Eigen route: G (d x d, destroyed) -> sigma descending, V. Returns true when the sample must be
 // recomputed on J because the Gram's conditioning makes V unreliable.
 FASTDTO_HD bool eigen_from_gram(double* G, int d, double gram_rcond, double* sigma, double* V) {

@@ -65,10 +65,10 @@ FASTDTO_HD void gram_upper(const T* J, long long sr, long long sc, int n, int d,
     for (int l = 0; l < k; ++l) G[k * d + l] = G[l * d + k];
 }
 
-// Everything done for one sample, compiled once per dtype (all callees forcibly inlined, see FASTDTO_HD). Baseline x86-64 (SSE2) has no blends
+// Everything done for one sample, compiled once per dtype. Baseline x86-64 (SSE2) has no blends
 // for double selects, so the assignment's branch-free scans and the Gram's dot products run far
 // slower there: each per-sample function is also built for x86-64-v3 (AVX2, FMA) and picked at
-// load time.
+// load time. The clones only help because every callee is forcibly inlined (see FASTDTO_HD).
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define FASTDTO_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -89,9 +89,7 @@ FASTDTO_HD void dto_one(const T* J, const StridedBatch& Jb, const SampleOptions&
   double sigma[kMaxDim];
   int perm[kMaxDim];
   gram_upper(J, Jb.s_row, Jb.s_col, n, d, G);
-  bool finite = true;
-  for (int k = 0; k < d; ++k) finite = finite && is_finite(G[k * d + k]);
-  if (!finite) {
+  if (!gram_is_finite(G, d)) {
     out.flags[b] = kFlagNonFinite;
     return;
   }
@@ -103,10 +101,7 @@ FASTDTO_HD void dto_one(const T* J, const StridedBatch& Jb, const SampleOptions&
   }
   flags |= finish_sample(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b);
   out.flags[b] = flags;
-  for (int k = 0; k < d; ++k) {
-    out.sigma[b * d + k] = sigma[k];
-    out.perm[b * d + k] = perm[k];
-  }
+  store_sample(out, b, sigma, perm, d);
   if (out.V)
     for (int i = 0; i < d * d; ++i) out.V[b * d * d + i] = V[i];
 }
@@ -125,20 +120,14 @@ FASTDTO_HD void perm_one(const T* src, const StridedBatch& Vb, Solver solver, co
   const int d = (int)Vb.cols;
   double V[kMaxDim * kMaxDim];
   int perm[kMaxDim];
-  bool finite = true;
-  for (int i = 0; i < d; ++i)
-    for (int j = 0; j < d; ++j) {
-      V[i * d + j] = (double)src[i * Vb.s_row + j * Vb.s_col];
-      finite = finite && is_finite(V[i * d + j]);
-    }
-  if (!finite) {
+  if (!load_square(src, Vb.s_row, Vb.s_col, d, V)) {
     out.flags[b] = kFlagNonFinite;
     return;
   }
   bool certified = false;
   out.distance[b] = nearest_signed_permutation(V, d, solver, perm, out.signs + b * d, &certified);
   out.flags[b] = certified ? kFlagCertified : 0;
-  for (int k = 0; k < d; ++k) out.perm[b * d + k] = perm[k];
+  store_sample(out, b, nullptr, perm, d);
 }
 
 FASTDTO_MULTIVERSION void perm_one_f32(const float* V, const StridedBatch& Vb, Solver solver,

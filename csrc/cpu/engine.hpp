@@ -15,16 +15,6 @@ struct StridedBatch {
   long long s_batch, s_row, s_col;
 };
 
-// Per-sample outputs, caller-allocated, contiguous. V may be null.
-struct DtoOutputs {
-  double* sigma;     // count x d
-  int64_t* perm;     // count x d
-  int8_t* signs;     // count x d
-  double* distance;  // count
-  uint8_t* flags;    // count, SampleFlags bits
-  double* V;         // count x d x d, row-major, columns are right singular vectors
-};
-
 namespace cpu {
 
 // J: count x n x d. Fills outputs; samples with non-finite input get kFlagNonFinite and no other

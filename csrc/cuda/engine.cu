@@ -174,8 +174,7 @@ struct DtoArgs {
   long long N, sN, sn, sd;
   int n, d;
   SampleOptions opt;
-  DeviceOutputs out;
-  double* V;  // N x d x d, or null
+  DtoOutputs out;  // out.V: N x d x d, or null (then V lives in scratch)
   bool tiled;
   cudaStream_t stream;
 };
@@ -185,14 +184,14 @@ void run_dto(const DtoArgs& a) {
   const T* J = static_cast<const T*>(a.J);
   const int n = a.n, d = a.d;
   const size_t dd = (size_t)d * d;
-  const size_t per_sample = dd * sizeof(double) * (a.V ? 1 : 2) + sizeof(int);
+  const size_t per_sample = dd * sizeof(double) * (a.out.V ? 1 : 2) + sizeof(int);
   const long long chunk = std::max<long long>(1, std::min<long long>(
       {a.N, (long long)(kChunkScratchBytes / per_sample), (long long)(INT_MAX / 2)}));
   const size_t per_slot = ((size_t)n * d + dd) * sizeof(double);
   const int slots = (int)std::max<long long>(1, std::min<long long>(chunk, (long long)(kSvdPoolBytes / per_slot)));
 
   const size_t g_bytes = align_up(chunk * dd * sizeof(double));
-  const size_t v_bytes = a.V ? 0 : align_up(chunk * dd * sizeof(double));
+  const size_t v_bytes = a.out.V ? 0 : align_up(chunk * dd * sizeof(double));
   const size_t list_bytes = align_up(chunk * sizeof(int));
   const size_t count_bytes = align_up(sizeof(int));
   const size_t x_bytes = align_up((size_t)slots * n * d * sizeof(double));
@@ -214,9 +213,9 @@ void run_dto(const DtoArgs& a) {
   for (long long c0 = 0; c0 < a.N; c0 += chunk) {
     const int m = (int)std::min<long long>(chunk, a.N - c0);
     const T* Jc = J + c0 * a.sN;
-    DeviceOutputs out{a.out.sigma + c0 * d, a.out.perm + c0 * d, a.out.signs + c0 * d,
+    DtoOutputs out{a.out.sigma + c0 * d, a.out.perm + c0 * d, a.out.signs + c0 * d,
                       a.out.distance + c0, a.out.flags + c0};
-    double* Vw = a.V ? a.V + c0 * (long long)dd : Vscratch;
+    double* Vw = a.out.V ? a.out.V + c0 * (long long)dd : Vscratch;
     launch_gram(Jc, m, a.sN, a.sn, a.sd, n, d, a.tiled, G, a.stream);
     check(cudaMemsetAsync(counter, 0, sizeof(int), a.stream), "cudaMemsetAsync (SVD-path counter)");
     finish_kernel<MaxD><<<blocks_for(m, kSampleThreads), kSampleThreads, 0, a.stream>>>(
@@ -276,10 +275,10 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
   a.n = (int)n;
   a.d = (int)d;
   a.opt = opt;
-  a.out = DeviceOutputs{reinterpret_cast<double*>(sigma_ptr), reinterpret_cast<int64_t*>(perm_ptr),
+  a.out = DtoOutputs{reinterpret_cast<double*>(sigma_ptr), reinterpret_cast<int64_t*>(perm_ptr),
                         reinterpret_cast<int8_t*>(signs_ptr), reinterpret_cast<double*>(dist_ptr),
                         reinterpret_cast<uint8_t*>(flags_ptr)};
-  a.V = reinterpret_cast<double*>(V_ptr);
+  a.out.V = reinterpret_cast<double*>(V_ptr);
   a.tiled = gram_kernel == "tiled";
   a.stream = reinterpret_cast<cudaStream_t>(stream);
   py::gil_scoped_release release;
@@ -292,7 +291,7 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
 
 template <typename T, int MaxD>
 void run_perm(const T* V, long long N, long long sN, long long si, long long sj, int d, Solver solver,
-              const DeviceOutputs& o, cudaStream_t stream) {
+              const DtoOutputs& o, cudaStream_t stream) {
   const size_t dd = (size_t)d * d;
   const long long chunk = std::max<long long>(1, std::min<long long>(
       {N, (long long)(kChunkScratchBytes / (2 * dd * sizeof(double))), (long long)(INT_MAX / 2)}));
@@ -302,7 +301,7 @@ void run_perm(const T* V, long long N, long long sN, long long si, long long sj,
   double* C = reinterpret_cast<double*>(scratch.get() + w_bytes);
   for (long long c0 = 0; c0 < N; c0 += chunk) {
     const int m = (int)std::min<long long>(chunk, N - c0);
-    DeviceOutputs out{nullptr, o.perm + c0 * d, o.signs + c0 * d, o.distance + c0, o.flags + c0};
+    DtoOutputs out{nullptr, o.perm + c0 * d, o.signs + c0 * d, o.distance + c0, o.flags + c0};
     perm_kernel<T, MaxD><<<blocks_for(m, kSampleThreads), kSampleThreads, 0, stream>>>(
         V + c0 * sN, sN, si, sj, m, d, solver, W, C, out);
     check(cudaGetLastError(), "signed-permutation kernel launch");
@@ -312,7 +311,7 @@ void run_perm(const T* V, long long N, long long sN, long long si, long long sj,
 
 template <typename T>
 void dispatch_perm(const T* V, long long N, long long sN, long long si, long long sj, int d,
-                   Solver solver, const DeviceOutputs& o, cudaStream_t stream) {
+                   Solver solver, const DtoOutputs& o, cudaStream_t stream) {
   switch (bucket(d)) {
     case 16: run_perm<T, 16>(V, N, sN, si, sj, d, solver, o, stream); break;
     case 32: run_perm<T, 32>(V, N, sN, si, sj, d, solver, o, stream); break;
@@ -337,7 +336,7 @@ void cuda_signed_permutations(uintptr_t V_ptr, long long N, long long d, long lo
   check_device_range(dist_ptr, (size_t)N * 8, 8, dev, "distance");
   check_device_range(flags_ptr, (size_t)N, 1, dev, "flags");
 
-  const DeviceOutputs o{nullptr, reinterpret_cast<int64_t*>(perm_ptr), reinterpret_cast<int8_t*>(signs_ptr),
+  const DtoOutputs o{nullptr, reinterpret_cast<int64_t*>(perm_ptr), reinterpret_cast<int8_t*>(signs_ptr),
                         reinterpret_cast<double*>(dist_ptr), reinterpret_cast<uint8_t*>(flags_ptr)};
   const cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   py::gil_scoped_release release;

@@ -20,15 +20,6 @@ constexpr int kSmallGramDim = 16;
 constexpr int kSampleThreads = 64;  // one thread per sample (finish, permutation kernels)
 constexpr int kSvdThreads = 32;     // one thread per slot of the SVD-path pool
 
-// Per-sample outputs on the device (caller-allocated, contiguous), already offset to a chunk.
-struct DeviceOutputs {
-  double* sigma;     // count x d
-  int64_t* perm;     // count x d
-  int8_t* signs;     // count x d
-  double* distance;  // count
-  uint8_t* flags;    // count
-};
-
 // ------------------------------------------------------------------------------------------------
 // Gram G = J^T J, float64 accumulation, one block per sample.
 //
@@ -292,16 +283,13 @@ __global__ void __launch_bounds__(kTiledThreads)
 
 template <int MaxD>
 __device__ __forceinline__ void write_sample(long long b, double* V, const double* sigma, int d,
-                                             const SampleOptions& opt, const DeviceOutputs& out,
+                                             const SampleOptions& opt, const DtoOutputs& out,
                                              uint8_t flags, double* cost_work) {
   int perm[MaxD];
   flags |= finish_sample<MaxD, false>(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b,
                                       cost_work);
   out.flags[b] = flags;
-  for (int k = 0; k < d; ++k) {
-    out.sigma[b * d + k] = sigma[k];
-    out.perm[b * d + k] = perm[k];
-  }
+  store_sample(out, b, sigma, perm, d);
 }
 
 // Eigen route for every sample. Samples whose Gram is too ill-conditioned are appended to svd_list
@@ -309,15 +297,13 @@ __device__ __forceinline__ void write_sample(long long b, double* V, const doubl
 template <int MaxD>
 __global__ void __launch_bounds__(kSampleThreads)
     finish_kernel(int count, int d, double* __restrict__ G, double* __restrict__ Vw, SampleOptions opt,
-                  DeviceOutputs out, int* __restrict__ svd_list, int* __restrict__ svd_count) {
+                  DtoOutputs out, int* __restrict__ svd_list, int* __restrict__ svd_count) {
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= count) return;
   const long long dd = (long long)d * d;
   double* Gb = G + b * dd;
   double* Vb = Vw + b * dd;
-  bool finite = true;
-  for (int k = 0; k < d; ++k) finite = finite && is_finite(Gb[k * d + k]);
-  if (!finite) {
+  if (!gram_is_finite(Gb, d)) {
     out.flags[b] = kFlagNonFinite;
     return;
   }
@@ -337,7 +323,7 @@ __global__ void __launch_bounds__(kSvdThreads)
     svd_kernel(const T* __restrict__ J, long long sN, long long sn, long long sd, int n, int d,
                const int* __restrict__ svd_list, const int* __restrict__ svd_count, int slots,
                double* __restrict__ X, double* __restrict__ R, double* __restrict__ Vw,
-               SampleOptions opt, DeviceOutputs out) {
+               SampleOptions opt, DtoOutputs out) {
   const int slot = blockIdx.x * blockDim.x + threadIdx.x;
   if (slot >= slots) return;
   const int count = *svd_count;
@@ -357,19 +343,12 @@ __global__ void __launch_bounds__(kSvdThreads)
 template <typename T, int MaxD>
 __global__ void __launch_bounds__(kSampleThreads)
     perm_kernel(const T* __restrict__ Vin, long long sN, long long si, long long sj, int count, int d,
-                Solver solver, double* __restrict__ W, double* __restrict__ C, DeviceOutputs out) {
+                Solver solver, double* __restrict__ W, double* __restrict__ C, DtoOutputs out) {
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= count) return;
   const T* src = Vin + b * sN;
   double* V = W + (long long)b * d * d;
-  bool finite = true;
-  for (int i = 0; i < d; ++i)
-    for (int j = 0; j < d; ++j) {
-      const double x = (double)src[i * si + j * sj];
-      V[i * d + j] = x;
-      finite = finite && is_finite(x);
-    }
-  if (!finite) {
+  if (!load_square(src, si, sj, d, V)) {
     out.flags[b] = kFlagNonFinite;
     return;
   }
@@ -378,7 +357,7 @@ __global__ void __launch_bounds__(kSampleThreads)
   out.distance[b] = nearest_signed_permutation<MaxD, false>(V, d, solver, perm, out.signs + b * d,
                                                             &certified, C + (long long)b * d * d);
   out.flags[b] = certified ? kFlagCertified : 0;
-  for (int k = 0; k < d; ++k) out.perm[b * d + k] = perm[k];
+  store_sample(out, b, nullptr, perm, d);
 }
 
 }  // namespace cuda
