@@ -127,7 +127,6 @@ def test_bench_copy_bandwidth_floor(benchmark, J):
         ms = benchmark.extra_info["gpu_ms"]
         benchmark.extra_info["copy_GB_per_s"] = 2 * J.numel() * 4 / ms / 1e6
         benchmark.extra_info["read_floor_ms"] = ms / 2
-    del out
 
 
 def _svd_scipy(Js):

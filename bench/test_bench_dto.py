@@ -6,7 +6,6 @@ Baselines that would take minutes at full size run on a prefix of the same data 
 sample (the 'units').
 """
 
-import os
 import subprocess
 import sys
 import textwrap

@@ -11,7 +11,6 @@ Latents are processed in chunks, so memory is bounded by the chunk size, never b
 
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence

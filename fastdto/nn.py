@@ -51,7 +51,6 @@ Every model exposes
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import torch

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_text
+
 VARIANTS = ["beta-vae", "vae", "ae", "beta-vae-sigma"]
 PAPER_KEYS = {"beta-vae": "beta_vae", "vae": "vae", "ae": "ae", "beta-vae-sigma": "beta_vae_sigma"}
 DATASET_KEYS = {"dsprites": "dsprites", "synth-lin": "synth_lin", "synth-nonlin": "synth_nonlin",
@@ -315,9 +317,7 @@ def write_report(runs_dir: Path, out_dir: Path) -> Path:
         md += ["", "## Spectra and traversals", ""] + extra
     md += ["", "## Assumptions where the paper is silent", ""] + [f"- {a}" for a in ASSUMPTIONS]
     path = out_dir / "report.md"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(md) + "\n")
-    tmp.replace(path)
+    atomic_text(path, "\n".join(md) + "\n")
     return path
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from ._io import atomic_json
 
 TASKS = {
     "synth-lin": ["beta-vae", "ae", "beta-vae-sigma", "beta-vae-d10"],
@@ -46,9 +47,7 @@ def random_baselines(datasets: list[str], out: Path, n_decoders: int) -> dict:
             cache[ds] = random_decoder_baseline(f"{ds}-ae", n_decoders=n_decoders, n_samples=1000)
             print(f"random decoders, {ds}: DtO {cache[ds]['dto']:.3f} ± {cache[ds]['std']:.3f}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, path)
+    atomic_json(path, cache, indent=1)
     return cache
 
 

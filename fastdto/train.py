@@ -63,6 +63,8 @@ from typing import Any
 
 import torch
 
+from ._io import atomic_json, atomic_text, atomic_write
+
 __all__ = ["main", "parse_seeds", "run_one", "Trainer", "FlatOptimizer", "UsageError"]
 
 LOG_EVERY = 500
@@ -107,24 +109,6 @@ def parse_seeds(text: str) -> list[int]:
             raise bad
         seeds.update(range(lo, hi + 1))
     return sorted(seeds)
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    def w(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-    _atomic_write_bytes(path, w)
 
 
 def _num(x) -> Any:
@@ -409,7 +393,7 @@ class Trainer:
     def save(self, path: Path, extra: dict) -> None:
         state = self.state_dict()
         state.update(extra)
-        _atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 class _Progress:
@@ -582,8 +566,7 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
             print(f"{label}: resuming at epoch {tr.epoch} (step {tr.step})", file=stream, flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         # log.jsonl mirrors the checkpoint's history (drops checks made after the checkpoint)
-        _atomic_write_bytes(log_path, lambda tmp: tmp.write_text(
-            "".join(json.dumps(e) + "\n" for e in tr.history)))
+        atomic_text(log_path, "".join(json.dumps(e) + "\n" for e in tr.history))
         writer = _tensorboard(run_dir)
         log_fh = open(log_path, "a")
 
@@ -632,7 +615,7 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
             "wall_time_s": round(time.perf_counter() - t_wall, 3),
             "device": str(device), "threads": n_threads, "torch_version": torch.__version__,
         }
-        _atomic_json(result_path, result)
+        atomic_json(result_path, result)
         print(f"{label}: done in {_fmt_time(result['wall_time_s'])}: DtO {result['dto']:.3f} "
               f"(active {result['n_active']}/{recipe['latent_dim']}), disentanglement "
               f"{result['disentanglement']}, polarized {result['polarized_fraction']}",

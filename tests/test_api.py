@@ -1,6 +1,5 @@
 """Jacobians through autodiff, evaluate() end to end, and every kind of bad input."""
 
-import warnings
 
 import numpy as np
 import pytest

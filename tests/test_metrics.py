@@ -325,7 +325,7 @@ def direct_kl(mu, logvar, active):
 
 
 def test_kl_terms_direct(rng):
-    n, d = 50, 6
+    n = 50
     mu = np.concatenate([2 * rng.standard_normal((n, 3)), 0.05 * rng.standard_normal((n, 3))], axis=1)
     logvar = np.concatenate([rng.uniform(-6, -3, (n, 3)), rng.uniform(-0.1, 0.0, (n, 3))], axis=1)
     out = kl_terms(mu, logvar)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from fastdto.nn import AE, VAE, BetaVAE, BetaVAESigma, build_model, make_mlp
+from fastdto.nn import AE, VAE, BetaVAESigma, build_model, make_mlp
 from fastdto.recipes import (PROVENANCE_KEYS, RecipeError, load_recipe, recipe_dirs, recipe_names,
                              validate_recipe)
 

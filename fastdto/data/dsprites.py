@@ -53,7 +53,6 @@ later ones memory-map it (~1 s for the train split).
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 import zipfile
 from typing import Optional, Sequence, Union
@@ -61,6 +60,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .._io import atomic_write
 from ._dataset import Dataset
 
 __all__ = [
@@ -343,20 +343,13 @@ def _cached_grid(cache_dir: str, block_size: int) -> np.ndarray:
         except (ValueError, OSError):
             pass
         warnings.warn(f"dSprites cache {path} is unreadable or has the wrong shape; regenerating it")
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=cache_dir)
-    os.close(fd)
-    try:
+    def write(tmp):
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         generate(None, block_size=block_size, out=mm)
         mm.flush()
         del mm
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, write, fsync=True)  # 377 MB that take seconds to remake: flush to disk first
     return np.load(path, mmap_mode="r")
 
 
