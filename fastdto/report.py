@@ -214,23 +214,14 @@ def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
     return "figure4_dto_vs_disentanglement.png", corr
 
 
-def _load_run(run_dir: Path):
-    import torch
-    from .nn import build_model
-    sd = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model = build_model(sd["recipe"])
-    model.load_state_dict(sd["model"])
-    return model.eval(), sd["recipe"]
-
-
-def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000) -> list[str]:
+def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000, data_root: str | None = None) -> list[str]:
     """Mean singular values of the best run per cell, and traversals of the best image-task run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
-    from . import data
     from .dto import evaluate
+    from .train import _load_dataset, _posterior_means, load_run
 
     best = {}
     for r in results:
@@ -246,13 +237,13 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000) -> list
     fig, axes = plt.subplots(1, len(by_ds), figsize=(4 * len(by_ds), 3.4), squeeze=False)
     mus = {}
     for ax, (ds, runs) in zip(axes[0], by_ds.items()):
-        test = data.load(ds, split="test")
-        idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:n_points]
-        x = test.batch(idx)
+        test = None
         for v, r in runs:
-            model, _ = _load_run(Path(r["run_dir"]))
-            with torch.no_grad():
-                mu = model.encode(x)[0]
+            model, recipe = load_run(r["run_dir"])
+            if test is None:  # the recipe's own data options (and the user's data root)
+                test = _load_dataset(recipe, "test", data_root)
+                idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:n_points]
+            mu = _posterior_means(model, test, idx)
             mus[(ds, v)] = (model, mu)
             sv = evaluate(model.decoder, mu).singular_values.mean(0).numpy()
             ax.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv, 1e-12), "o-", label=f"{v} (seed {r['seed']})")
@@ -286,7 +277,7 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000) -> list
     return lines
 
 
-def write_report(runs_dir: Path, out_dir: Path) -> Path:
+def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) -> Path:
     results = collect(runs_dir)
     if not results:
         raise FileNotFoundError(f"no run results (*/seed*/result.json) under {runs_dir}")
@@ -310,7 +301,7 @@ def write_report(runs_dir: Path, out_dir: Path) -> Path:
     if fig:
         md += ["", "## Figure 4: DtO against disentanglement", "", f"![figure 4]({fig})", ""] + corr
     try:
-        extra = spectra_and_traversals(results, out_dir)
+        extra = spectra_and_traversals(results, out_dir, data_root=data_root)
     except Exception as err:  # figures from checkpoints are extras; the tables stand without them
         extra = [f"(spectra and traversals skipped: {err})"]
     if extra:
@@ -325,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdto.report", description=__doc__.splitlines()[0])
     p.add_argument("runs_dir", help="directory of runs written by python -m fastdto.train")
     p.add_argument("--out", default=None, help="output directory (default: RUNS_DIR)")
+    p.add_argument("--data-root", default=None, help="directory with the MNIST-family IDX files")
     args = p.parse_args(argv)
     runs = Path(args.runs_dir)
     try:
-        path = write_report(runs, Path(args.out) if args.out else runs)
+        path = write_report(runs, Path(args.out) if args.out else runs, args.data_root)
     except FileNotFoundError as err:
         print(f"fastdto.report: {err}", file=sys.stderr)
         return 2

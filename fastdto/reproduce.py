@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     random_baselines(datasets, out, args.random_decoders)
     if not args.no_report:
         from . import report
-        return report.main([str(out)])
+        return report.main([str(out)] + (["--data-root", args.data_root] if args.data_root else []))
     return 0
 
 

@@ -435,13 +435,14 @@ def _load_dataset(recipe: dict, split: str, data_root: str | None = None):
     return data_mod.load(recipe["dataset"], split=split, **options)
 
 
-def _evaluate_fn():
-    import fastdto
+def load_run(run_dir) -> tuple:
+    """The trained model (eval mode, CPU) and recipe saved in a run folder's checkpoint."""
+    from .nn import build_model
 
-    ev = getattr(fastdto, "evaluate", None)
-    if ev is None:  # package __init__ not wired yet
-        from fastdto.dto import evaluate as ev
-    return ev
+    sd = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    model = build_model(sd["recipe"])
+    model.load_state_dict(sd["model"])
+    return model.eval(), sd["recipe"]
 
 
 @torch.no_grad()
@@ -453,7 +454,8 @@ def evaluate_run(model, test_set, history: list, eval_samples: int = EVAL_SAMPLE
     """End-of-run numbers on held-out data (see the module docstring)."""
     from . import metrics
 
-    evaluate = _evaluate_fn()
+    from .dto import evaluate
+
     n = min(int(eval_samples), len(test_set))
     g = torch.Generator().manual_seed(EVAL_SUBSET_SEED)
     index = torch.randperm(len(test_set), generator=g)[:n].sort().values.to(test_set.x_raw.device)

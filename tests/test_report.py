@@ -56,7 +56,10 @@ def test_reproduce_end_to_end_tiny(tmp_path):
     res = json.loads((tmp_path / "synth-lin-beta-vae" / "seed0" / "result.json").read_text())
     assert res["epochs"] == 1 and res["dto"] >= 0
     assert "synth-lin" in json.loads((tmp_path / "random_decoder.json").read_text())
-    assert "| synth-lin | DtO ↓" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "| synth-lin | DtO ↓" in md
+    assert "![singular-value spectra](singular_value_spectra.png)" in md  # models reloaded from checkpoints
+    assert (tmp_path / "singular_value_spectra.png").stat().st_size > 1000
 
 
 def test_random_decoder_baseline_matches_haar_value():
