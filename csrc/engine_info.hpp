@@ -3,6 +3,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include "cpu/engine.hpp"
+
 namespace fastdto {
 
 // Adds the CUDA entry points to the module (no-op in a CPU-only build).
@@ -27,6 +29,7 @@ inline pybind11::dict engine_build_info() {
 #ifdef _OPENMP
   info["openmp"] = _OPENMP;
 #endif
+  info["cpu_code_path"] = cpu::code_path();
   info["max_dim"] = 64;
   info["compiler"] = __VERSION__;
   return info;

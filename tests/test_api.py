@@ -231,7 +231,7 @@ def test_engine_releases_the_gil():
     import threading
     import time
 
-    J = np.random.default_rng(0).standard_normal((400, 2048, 10)).astype(np.float32)
+    J = np.random.default_rng(0).standard_normal((1000, 2048, 10)).astype(np.float32)
     done = threading.Event()
     t0 = time.perf_counter()
     fastdto.dto_from_jacobians(J, threads=1)
@@ -248,5 +248,6 @@ def test_engine_releases_the_gil():
         ticks += 1
         time.sleep(0)  # a Python-level step that needs the GIL
     worker.join()
-    # With the GIL held for the whole call the loop could not advance until the engine returned.
-    assert ticks > 100, (ticks, alone)
+    # With the GIL held for the whole call the loop could not advance until the engine returned
+    # (a tick or two at most, before and after it).
+    assert ticks > 20, (ticks, alone)

@@ -270,7 +270,33 @@ def test_result_types_and_summary(rng):
     assert res.std == pytest.approx(float(res.per_sample.std(unbiased=False)))
 
 
+@pytest.mark.parametrize("code_path", ["default", "baseline"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_cpu_code_paths_on_awkward_shapes(rng, monkeypatch, code_path, dtype):
+    """Both instruction-set paths, on what the fast kernels special-case: batches that do not fill
+    the last group of four samples, n not a multiple of the row block or of 4, d not a multiple of
+    4 (and below 4), columns not contiguous, and a bad sample inside a group of good ones."""
+    if code_path == "baseline":
+        monkeypatch.setenv("FASTDTO_CPU_BASELINE", "1")
+        assert fastdto.build_info()["cpu_code_path"] == "baseline"
+    for d, n in [(1, 5), (3, 7), (4, 64), (6, 130), (10, 67), (13, 200)]:
+        N = 11
+        J = rng.standard_normal((N, n, d)).astype(dtype)
+        J[4, n // 2, d - 1] = np.nan
+        for layout in ("contiguous", "transposed"):
+            Jin = J if layout == "contiguous" else np.ascontiguousarray(J.transpose(0, 2, 1)).transpose(0, 2, 1)
+            good = np.delete(np.arange(N), 4)
+            res = fastdto.dto_from_jacobians(Jin[good], return_v=True)
+            ref = reference.dto_reference(J[good].astype(np.float64))
+            np.testing.assert_allclose(res.singular_values.numpy(), ref["sigma"], rtol=1e-11, atol=0)
+            np.testing.assert_allclose(align_signs(res.V.numpy(), ref["V"]), ref["V"], atol=1e-9)
+            np.testing.assert_allclose(res.per_sample.numpy(), ref["per_sample"], atol=1e-10)
+            with pytest.raises(ValueError, match=r"\[4\] contains NaN"):
+                fastdto.dto_from_jacobians(Jin)
+
+
 def test_build_info():
     info = fastdto.build_info()
+    assert info["cpu_code_path"] in ("x86-64-v3", "baseline")
     assert {"cuda", "cuda_architectures", "cuda_devices", "max_dim"} <= set(info)
     assert info["max_dim"] == fastdto.MAX_DIM == 64

@@ -56,14 +56,19 @@ FASTDTO_HD void store_sample(const DtoOutputs& out, long long b, const double* s
   }
 }
 
-// Eigen route: G (d x d, destroyed) -> sigma descending, V. Returns true when the sample must be
-// recomputed on J because the Gram's conditioning makes V unreliable.
-FASTDTO_HD bool eigen_from_gram(double* G, int d, double gram_rcond, double* sigma, double* V) {
-  jacobi_eigh(G, d, sigma, V);  // eigenvalues land in sigma, then become their square roots
+// Eigenvalues of G (descending, in sigma) -> singular values, in place. Returns true when the
+// sample must be recomputed on J because the Gram's conditioning makes V unreliable.
+FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, double gram_rcond) {
   const double top = sigma[0];
   const bool needs_svd = d > 1 && top > 0.0 && !(sigma[d - 1] > gram_rcond * gram_rcond * top);
   for (int k = 0; k < d; ++k) sigma[k] = sqrt(dmax(sigma[k], 0.0));
   return needs_svd;
+}
+
+// Eigen route for one matrix: G (d x d, destroyed) -> sigma descending, V; true as above.
+FASTDTO_HD bool eigen_from_gram(double* G, int d, double gram_rcond, double* sigma, double* V) {
+  jacobi_eigh(G, d, sigma, V);
+  return sigma_from_eigenvalues(sigma, d, gram_rcond);
 }
 
 // Singular vectors have arbitrary signs: fix each column's largest-magnitude entry positive, so

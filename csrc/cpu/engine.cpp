@@ -3,116 +3,196 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace fastdto {
 namespace cpu {
 namespace {
 
-constexpr int kBlockRows = 64;
+// GCC/Clang vector extensions rather than intrinsics: the same source compiles for every target
+// clone below (4 doubles are one AVX2 register, or two SSE2 registers in the baseline clone).
+typedef double v4d __attribute__((vector_size(32)));
 
-// Upper triangle of G = J^T J with float64 accumulation. Rows are gathered block by block into a
-// transposed float64 buffer, so every column pair becomes a short contiguous dot product that the
-// compiler vectorises whatever the input strides are.
+constexpr int kBlockRows = 64;  // rows of J per transposed block (multiple of 4; 64 x d doubles stay in L1)
+
+// Instruction sets the per-sample code is compiled for, picked once per call (see dto_batch).
+enum class Isa { Baseline, Avx2 };
+
+// Keeps a loaded vector in a register. Without it GCC folds every use of a reused operand into its
+// own memory-operand FMA, and the Gram tiles run load-bound (13 us instead of 10 per sample).
+template <Isa isa>
+FASTDTO_HD void keep_in_register(v4d& v) {
+  if constexpr (isa == Isa::Avx2) asm("" : "+x"(v));
+  (void)v;
+}
+
+FASTDTO_HD v4d load4(const double* p) { v4d v; __builtin_memcpy(&v, p, sizeof v); return v; }
+// Element-wise, not __builtin_convertvector: GCC 12 turns this form into one vcvtps2pd from memory
+// and the other into split halves through the stack.
+FASTDTO_HD v4d load4(const float* p) { return v4d{(double)p[0], (double)p[1], (double)p[2], (double)p[3]}; }
+FASTDTO_HD void store4(double* p, v4d v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// Rows [r0, r0 + m) of J into buf as float64 columns (column k at buf + k * kBlockRows), rows m..
+// zero-filled. Unit column stride (the usual row-major J): 4 x 4 tiles transposed in registers,
+// the last tile overlapping the previous one when 4 does not divide d. Other strides: element by
+// element, column by column (contiguous writes; GCC turned row-by-row copies into slow gathers).
 template <typename T>
-FASTDTO_HD void gram_upper(const T* J, long long sr, long long sc, int n, int d, double* G) {
-  alignas(64) double buf[kMaxDim * kBlockRows];
-  for (int i = 0; i < d * d; ++i) G[i] = 0.0;
-  for (int r0 = 0; r0 < n; r0 += kBlockRows) {
-    const int m = std::min(kBlockRows, n - r0);
-    const T* block = J + r0 * sr;
-    // Column by column: contiguous writes, reads strided within an L1-resident block. (Row by row,
-    // GCC's AVX2 code turned the transposition into gathers, 6x slower.)
-    for (int k = 0; k < d; ++k) {
-      const T* col = block + k * sc;
-      double* dst = buf + k * kBlockRows;
-      if (sr == 1)
-        for (int r = 0; r < m; ++r) dst[r] = (double)col[r];
-      else
-        for (int r = 0; r < m; ++r) dst[r] = (double)col[r * sr];
-    }
-    for (int k = 0; k < d; ++k)
-      for (int r = m; r < kBlockRows; ++r) buf[k * kBlockRows + r] = 0.0;
-    for (int k = 0; k < d; ++k) {
-      const double* a = buf + k * kBlockRows;
-      int l = k;
-      for (; l + 3 < d; l += 4) {  // four pairs per pass: column k is loaded once for all four
-        const double *b0 = buf + l * kBlockRows, *b1 = b0 + kBlockRows, *b2 = b1 + kBlockRows,
-                     *b3 = b2 + kBlockRows;
-        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-        for (int r = 0; r < kBlockRows; ++r) {
-          s0 += a[r] * b0[r];
-          s1 += a[r] * b1[r];
-          s2 += a[r] * b2[r];
-          s3 += a[r] * b3[r];
-        }
-        G[k * d + l] += s0;
-        G[k * d + l + 1] += s1;
-        G[k * d + l + 2] += s2;
-        G[k * d + l + 3] += s3;
-      }
-      for (; l < d; ++l) {
-        const double* b = buf + l * kBlockRows;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (int r = 0; r < kBlockRows; ++r) s += a[r] * b[r];
-        G[k * d + l] += s;
+FASTDTO_HD void transpose_block(const T* J, long long sr, long long sc, int m, int d, double* buf) {
+  int r = 0;
+  if (sc == 1 && d >= 4) {
+    for (; r + 4 <= m; r += 4) {
+      const T* row = J + r * sr;
+      for (int c0 = 0; c0 < d; c0 += 4) {
+        const int c = c0 + 4 <= d ? c0 : d - 4;
+        const v4d x0 = load4(row + c), x1 = load4(row + sr + c), x2 = load4(row + 2 * sr + c),
+                  x3 = load4(row + 3 * sr + c);
+        const v4d t0 = __builtin_shufflevector(x0, x1, 0, 4, 2, 6), t1 = __builtin_shufflevector(x0, x1, 1, 5, 3, 7);
+        const v4d t2 = __builtin_shufflevector(x2, x3, 0, 4, 2, 6), t3 = __builtin_shufflevector(x2, x3, 1, 5, 3, 7);
+        const v4d col[4] = {__builtin_shufflevector(t0, t2, 0, 1, 4, 5), __builtin_shufflevector(t1, t3, 0, 1, 4, 5),
+                            __builtin_shufflevector(t0, t2, 2, 3, 6, 7), __builtin_shufflevector(t1, t3, 2, 3, 6, 7)};
+        for (int k = 0; k < 4; ++k) store4(buf + (c + k) * kBlockRows + r, col[k]);  // overlap: same values
       }
     }
   }
-  for (int k = 0; k < d; ++k)
-    for (int l = 0; l < k; ++l) G[k * d + l] = G[l * d + k];
+  for (int k = 0; k < d; ++k) {
+    const T* col = J + k * sc;
+    double* dst = buf + k * kBlockRows;
+    for (int i = r; i < m; ++i) dst[i] = (double)col[i * sr];
+    for (int i = m; i < kBlockRows; ++i) dst[i] = 0.0;
+  }
 }
 
-// Everything done for one sample, compiled once per dtype. Baseline x86-64 (SSE2) has no blends
-// for double selects, so the assignment's branch-free scans and the Gram's dot products run far
-// slower there: each per-sample function is also built for x86-64-v3 (AVX2, FMA) and picked at
-// load time. The clones only help because every callee is forcibly inlined (see FASTDTO_HD).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define FASTDTO_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTDTO_MULTIVERSION
-#endif
+// Accumulates the TA x TB tile of column products starting at columns (a0, b0) over a block:
+// acc[(a0 + i) * d + b0 + j] += 4 partial sums each. All TA + TB columns are loaded once per 4
+// rows and every load feeds TA or TB FMAs; small tiles take 8 rows per step so that at least 8
+// independent accumulations hide the FMA latency.
+template <Isa isa, int TA, int TB>
+FASTDTO_HD void gram_tile(const double* buf, int a0, int b0, int d, double* acc) {
+  constexpr int U = TA * TB >= 6 ? 1 : 2;
+  v4d s[U][TA][TB];
+  for (int u = 0; u < U; ++u)
+    for (int i = 0; i < TA; ++i)
+      for (int j = 0; j < TB; ++j) s[u][i][j] = u == 0 ? load4(acc + 4 * ((a0 + i) * d + b0 + j)) : v4d{0, 0, 0, 0};
+  for (int r = 0; r < kBlockRows; r += 4 * U)
+    for (int u = 0; u < U; ++u) {
+      v4d a[TA], b[TB];
+      for (int i = 0; i < TA; ++i) a[i] = load4(buf + (a0 + i) * kBlockRows + r + 4 * u);
+      for (int j = 0; j < TB; ++j) {
+        b[j] = load4(buf + (b0 + j) * kBlockRows + r + 4 * u);
+        keep_in_register<isa>(b[j]);
+      }
+      for (int i = 0; i < TA; ++i)
+        for (int j = 0; j < TB; ++j) s[u][i][j] += a[i] * b[j];
+    }
+  for (int i = 0; i < TA; ++i)
+    for (int j = 0; j < TB; ++j) {
+      v4d t = s[0][i][j];
+      for (int u = 1; u < U; ++u) t += s[u][i][j];
+      store4(acc + 4 * ((a0 + i) * d + b0 + j), t);
+    }
+}
+
+template <Isa isa, int TA>
+FASTDTO_HD void gram_tile_row(const double* buf, int a0, int d, double* acc) {
+  int b0 = a0;
+  for (; b0 + 4 <= d; b0 += 4) gram_tile<isa, TA, 4>(buf, a0, b0, d, acc);
+  switch (d - b0) {
+    case 3: gram_tile<isa, TA, 3>(buf, a0, b0, d, acc); break;
+    case 2: gram_tile<isa, TA, 2>(buf, a0, b0, d, acc); break;
+    case 1: gram_tile<isa, TA, 1>(buf, a0, b0, d, acc); break;
+    default: break;
+  }
+}
+
+// G = J^T J (d x d, row-major) with float64 accumulation: J is transposed block by block into
+// float64 columns, and the upper triangle is covered by 2 x 4 register tiles of column pairs.
+// acc holds d * d groups of 4 partial sums (the tiles' lower-left corners are computed and unused).
+template <Isa isa, typename T>
+FASTDTO_HD void gram_matrix(const T* J, long long sr, long long sc, int n, int d, double* buf, double* acc,
+                            double* G) {
+  for (int i = 0; i < 4 * d * d; ++i) acc[i] = 0.0;
+  for (int r0 = 0; r0 < n; r0 += kBlockRows) {
+    transpose_block(J + r0 * sr, sr, sc, n - r0 < kBlockRows ? n - r0 : kBlockRows, d, buf);
+    int a0 = 0;
+    for (; a0 + 2 <= d; a0 += 2) gram_tile_row<isa, 2>(buf, a0, d, acc);
+    if (a0 < d) gram_tile_row<isa, 1>(buf, a0, d, acc);
+  }
+  for (int a = 0; a < d; ++a)
+    for (int b = a; b < d; ++b) {
+      const v4d t = load4(acc + 4 * (a * d + b));
+      G[a * d + b] = G[b * d + a] = (t[0] + t[1]) + (t[2] + t[3]);
+    }
+}
+
+// Four samples' Gram matrices per Jacobi run, one per lane of a v4d: the rotations' divisions and
+// square roots then serve four samples for the latency of one.
+struct SimdLanes {
+  typedef double V __attribute__((vector_size(32), aligned(8)));  // scratch is only 8-byte aligned
+  typedef decltype(V{} < V{}) Mask;
+  static constexpr int width = 4;
+  static FASTDTO_HD V splat(double x) { return V{x, x, x, x}; }
+  static FASTDTO_HD V select(Mask m, V a, V b) { return m ? a : b; }
+  static FASTDTO_HD V abs(V x) { return x < splat(0.0) ? -x : x; }
+  static FASTDTO_HD V root(V x) {
+    return V{__builtin_sqrt(x[0]), __builtin_sqrt(x[1]), __builtin_sqrt(x[2]), __builtin_sqrt(x[3])};
+  }
+  static FASTDTO_HD bool all(Mask m) { return (m[0] & m[1] & m[2] & m[3]) != 0; }
+};
+constexpr int kLanes = SimdLanes::width;
 
 struct Scratch {
+  std::vector<double> A, Qt;          // kLanes interleaved Gram and eigenvector matrices
   std::vector<double> G, V, R, work;  // work: n x d copy of J, only for samples redone on J
-  explicit Scratch(int d) : G((size_t)d * d), V((size_t)d * d), R((size_t)d * d) {}
+  std::vector<double> block;          // transposed rows of J
+  std::vector<double> acc;            // Gram partial sums, 4 per entry
+  explicit Scratch(int d)
+      : A((size_t)kLanes * d * d), Qt((size_t)kLanes * d * d), G((size_t)d * d), V((size_t)d * d),
+        R((size_t)d * d), block((size_t)d * kBlockRows), acc((size_t)4 * d * d) {}
 };
 
-template <typename T>
-FASTDTO_HD void dto_one(const T* J, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
-                    const DtoOutputs& out, long long b) {
+// Samples [b0, b0 + count), count <= kLanes: Gram matrices into the lanes (identity for lanes
+// without a usable sample, which converge at once), the lane-parallel Jacobi sweeps, then each
+// sample's own finish.
+template <Isa isa, typename T>
+FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
+                          const DtoOutputs& out, long long b0, int count) {
   const int n = (int)Jb.rows, d = (int)Jb.cols;
   double* G = s.G.data();
   double* V = s.V.data();
-  double sigma[kMaxDim];
-  int perm[kMaxDim];
-  gram_upper(J, Jb.s_row, Jb.s_col, n, d, G);
-  if (!gram_is_finite(G, d)) {
-    out.flags[b] = kFlagNonFinite;
-    return;
+  bool usable[kLanes];
+  set_identity<kLanes>(s.A.data(), d);
+  set_identity<kLanes>(s.Qt.data(), d);
+  for (int l = 0; l < count; ++l) {
+    gram_matrix<isa>(base + (b0 + l) * Jb.s_batch, Jb.s_row, Jb.s_col, n, d, s.block.data(), s.acc.data(), G);
+    usable[l] = gram_is_finite(G, d);
+    if (!usable[l]) continue;
+    for (int e = 0; e < d * d; ++e) s.A[(size_t)e * kLanes + l] = G[e];
   }
-  uint8_t flags = 0;
-  if (eigen_from_gram(G, d, opt.gram_rcond, sigma, V)) {
-    s.work.resize((size_t)n * d);
-    svd_right(J, Jb.s_row, Jb.s_col, n, d, s.work.data(), s.R.data(), sigma, V);
-    flags |= kFlagSvdPath;
+  jacobi_sweeps<SimdLanes>(reinterpret_cast<SimdLanes::V*>(s.A.data()), reinterpret_cast<SimdLanes::V*>(s.Qt.data()), d);
+  for (int l = 0; l < count; ++l) {
+    const long long b = b0 + l;
+    if (!usable[l]) {
+      out.flags[b] = kFlagNonFinite;
+      continue;
+    }
+    double sigma[kMaxDim];
+    int perm[kMaxDim];
+    extract_eigenpairs<kLanes>(s.A.data(), s.Qt.data(), d, l, sigma, V);
+    uint8_t flags = 0;
+    if (sigma_from_eigenvalues(sigma, d, opt.gram_rcond)) {
+      const T* J = base + b * Jb.s_batch;
+      s.work.resize((size_t)n * d);
+      svd_right(J, Jb.s_row, Jb.s_col, n, d, s.work.data(), s.R.data(), sigma, V);
+      flags |= kFlagSvdPath;
+    }
+    flags |= finish_sample(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b);
+    out.flags[b] = flags;
+    store_sample(out, b, sigma, perm, d);
+    if (out.V)
+      for (int i = 0; i < d * d; ++i) out.V[b * d * d + i] = V[i];
   }
-  flags |= finish_sample(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b);
-  out.flags[b] = flags;
-  store_sample(out, b, sigma, perm, d);
-  if (out.V)
-    for (int i = 0; i < d * d; ++i) out.V[b * d * d + i] = V[i];
-}
-
-FASTDTO_MULTIVERSION void dto_one_f32(const float* J, const StridedBatch& Jb, const SampleOptions& opt,
-                                      Scratch& s, const DtoOutputs& out, long long b) {
-  dto_one(J, Jb, opt, s, out, b);
-}
-FASTDTO_MULTIVERSION void dto_one_f64(const double* J, const StridedBatch& Jb, const SampleOptions& opt,
-                                      Scratch& s, const DtoOutputs& out, long long b) {
-  dto_one(J, Jb, opt, s, out, b);
 }
 
 template <typename T>
@@ -130,39 +210,92 @@ FASTDTO_HD void perm_one(const T* src, const StridedBatch& Vb, Solver solver, co
   store_sample(out, b, nullptr, perm, d);
 }
 
-FASTDTO_MULTIVERSION void perm_one_f32(const float* V, const StridedBatch& Vb, Solver solver,
-                                       const DtoOutputs& out, long long b) {
-  perm_one(V, Vb, solver, out, b);
+// Each per-sample entry point exists twice: for the x86-64 baseline (SSE2, which has no blends for
+// the assignment's branch-free scans and half-width vectors for the Gram) and for x86-64-v3 (AVX2,
+// FMA), chosen at run time. Both compile the same code: every callee is forcibly inlined (see
+// FASTDTO_HD), so it takes the caller's instruction set.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define FASTDTO_HAVE_AVX2_BUILD 1
+#define FASTDTO_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
+#else
+#define FASTDTO_HAVE_AVX2_BUILD 0
+#define FASTDTO_TARGET_AVX2
+#endif
+
+template <typename T>
+void dto_group_baseline(const T* base, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
+                        const DtoOutputs& out, long long b0, int count) {
+  dto_group<Isa::Baseline>(base, Jb, opt, s, out, b0, count);
 }
-FASTDTO_MULTIVERSION void perm_one_f64(const double* V, const StridedBatch& Vb, Solver solver,
+template <typename T>
+void perm_one_baseline(const T* src, const StridedBatch& Vb, Solver solver, const DtoOutputs& out, long long b) {
+  perm_one(src, Vb, solver, out, b);
+}
+#if FASTDTO_HAVE_AVX2_BUILD
+template <typename T>
+FASTDTO_TARGET_AVX2 void dto_group_avx2(const T* base, const StridedBatch& Jb, const SampleOptions& opt,
+                                        Scratch& s, const DtoOutputs& out, long long b0, int count) {
+  dto_group<Isa::Avx2>(base, Jb, opt, s, out, b0, count);
+}
+template <typename T>
+FASTDTO_TARGET_AVX2 void perm_one_avx2(const T* src, const StridedBatch& Vb, Solver solver,
                                        const DtoOutputs& out, long long b) {
-  perm_one(V, Vb, solver, out, b);
+  perm_one(src, Vb, solver, out, b);
+}
+#endif
+
+// FASTDTO_CPU_BASELINE=1 forces the baseline code on any CPU (tests compare both paths).
+bool cpu_has_avx2() {
+#if FASTDTO_HAVE_AVX2_BUILD
+  const char* force = std::getenv("FASTDTO_CPU_BASELINE");
+  if (force && *force && std::strcmp(force, "0") != 0) return false;
+  return __builtin_cpu_supports("x86-64-v3");
+#else
+  return false;
+#endif
 }
 
 template <typename T>
 void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Jb.data);
+  const bool avx2 = cpu_has_avx2();
+  const long long groups = (Jb.count + kLanes - 1) / kLanes;
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel num_threads(threads)
   {
     Scratch scratch((int)Jb.cols);
-#pragma omp for schedule(dynamic, 16)
-    for (long long b = 0; b < Jb.count; ++b) {
-      if constexpr (sizeof(T) == 4) dto_one_f32(base + b * Jb.s_batch, Jb, opt, scratch, out, b);
-      else dto_one_f64(base + b * Jb.s_batch, Jb, opt, scratch, out, b);
+#pragma omp for schedule(dynamic, 2)
+    for (long long g = 0; g < groups; ++g) {
+      const long long b0 = g * kLanes;
+      const int count = (int)std::min<long long>(kLanes, Jb.count - b0);
+#if FASTDTO_HAVE_AVX2_BUILD
+      if (avx2) {
+        dto_group_avx2(base, Jb, opt, scratch, out, b0, count);
+        continue;
+      }
+#endif
+      dto_group_baseline(base, Jb, opt, scratch, out, b0, count);
     }
   }
+  (void)avx2;
 }
 
 template <typename T>
 void perm_batch(const StridedBatch& Vb, Solver solver, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Vb.data);
+  const bool avx2 = cpu_has_avx2();
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (long long b = 0; b < Vb.count; ++b) {
-    if constexpr (sizeof(T) == 4) perm_one_f32(base + b * Vb.s_batch, Vb, solver, out, b);
-    else perm_one_f64(base + b * Vb.s_batch, Vb, solver, out, b);
+#if FASTDTO_HAVE_AVX2_BUILD
+    if (avx2) {
+      perm_one_avx2(base + b * Vb.s_batch, Vb, solver, out, b);
+      continue;
+    }
+#endif
+    perm_one_baseline(base + b * Vb.s_batch, Vb, solver, out, b);
   }
+  (void)avx2;
 }
 
 }  // namespace
@@ -172,6 +305,8 @@ void dto_from_jacobians(const StridedBatch& J, const SampleOptions& opt, const D
   if (J.is_f64) dto_batch<double>(J, opt, out, threads);
   else dto_batch<float>(J, opt, out, threads);
 }
+
+const char* code_path() { return cpu_has_avx2() ? "x86-64-v3" : "baseline"; }
 
 void signed_permutations(const StridedBatch& V, Solver solver, const DtoOutputs& out, int threads) {
   if (V.is_f64) perm_batch<double>(V, solver, out, threads);

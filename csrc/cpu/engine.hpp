@@ -22,6 +22,10 @@ namespace cpu {
 void dto_from_jacobians(const StridedBatch& J, const SampleOptions& opt, const DtoOutputs& out,
                         int threads);
 
+// Instruction set of the per-sample code the next call will run: "x86-64-v3" (AVX2, FMA) or
+// "baseline".
+const char* code_path();
+
 // V: count x d x d. Fills perm, signs, distance, flags (V and sigma of out are unused).
 void signed_permutations(const StridedBatch& V, Solver solver, const DtoOutputs& out, int threads);
 
