@@ -11,24 +11,36 @@ namespace fastdto {
 
 FASTDTO_HD double assignment_weight(double v) { return dmin(dabs(v), 1.0); }
 
+// Costs c_ij = 1 - w_ij >= 0 of the assignment (a minimum-cost problem), each row's smallest cost
+// (1 - its largest weight) and the first column where it occurs. One pass serves both the
+// certificate and the exact solver's warm start; within a row the work is independent per column
+// (vectorised min, branch-free first-index scan), so rows do not wait on one another.
+FASTDTO_HD void assignment_costs(const double* V, int d, double* cost, double* row_min, int* row_arg) {
+  for (int i = 0; i < d; ++i) {
+    double* c = cost + i * d;
+    double m = 2.0;
+    FASTDTO_HOST_PRAGMA(omp simd reduction(min : m))
+    for (int j = 0; j < d; ++j) {
+      c[j] = 1.0 - assignment_weight(V[i * d + j]);
+      m = c[j] < m ? c[j] : m;
+    }
+    int arg = 0;
+    for (int j = d - 1; j >= 0; --j) arg = c[j] == m ? j : arg;
+    row_min[i] = m;
+    row_arg[i] = arg;
+  }
+}
+
 // Certified fast path: if every row's largest weight sits in a different column, taking each
 // row's maximum reaches the upper bound sum_i max_j w_ij, so it is optimal. Returns false
 // (perm unspecified) when the row maxima collide.
-FASTDTO_HD bool row_maxima_assignment(const double* V, int d, int* perm) {
+FASTDTO_HD bool row_maxima_assignment(const int* row_arg, int d, int* perm) {
   uint64_t taken = 0;
   for (int i = 0; i < d; ++i) {
-    int best = 0;
-    double wbest = assignment_weight(V[i * d]);
-    for (int j = 1; j < d; ++j) {  // select, not branch: random data defeats branch prediction
-      const double w = assignment_weight(V[i * d + j]);
-      const bool better = w > wbest;
-      wbest = better ? w : wbest;
-      best = better ? j : best;
-    }
-    const uint64_t bit = (uint64_t)1 << best;
+    const uint64_t bit = (uint64_t)1 << row_arg[i];
     if (taken & bit) return false;
     taken |= bit;
-    perm[i] = best;
+    perm[i] = row_arg[i];
   }
   return true;
 }
@@ -53,31 +65,23 @@ FASTDTO_HD void greedy_assignment(const double* V, int d, int* perm) {
   }
 }
 
-// Exact maximum-weight assignment by the Hungarian method with potentials (shortest augmenting
-// paths, O(d^3)) on the cost c = 1 - w >= 0. Warm start: row potentials u_i = min_j c_ij make every
-// reduced cost non-negative and each row's minimum tight, so rows whose minimum column is still
-// free are matched at once; only the remaining rows need an augmenting-path search. Column 0 is a
-// virtual column, as in the textbook form; rows and columns are 1-based inside.
-// MaxD (>= d) sizes the local work arrays. The GPU engine instantiates MaxD = 16, 32, 64 and
-// LocalCost = false, passing d * d doubles of dead global scratch as cost_work: the driver reserves
-// local memory for every thread the device can hold, so a local 64 x 64 table would cost gigabytes.
-template <int MaxD = kMaxDim, bool LocalCost = true>
-FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost_work = nullptr) {
-  double cost_local[LocalCost ? MaxD * MaxD : 1];
-  double* const cost = LocalCost ? cost_local : cost_work;
+// Exact minimum-cost assignment by the Hungarian method with potentials (shortest augmenting
+// paths, O(d^3)) on the costs of assignment_costs. Warm start: row potentials u_i = min_j c_ij make
+// every reduced cost non-negative and each row's minimum tight, so rows whose minimum column is
+// still free are matched at once; only the remaining rows need an augmenting-path search. Column 0
+// is a virtual column, as in the textbook form; rows and columns are 1-based inside.
+// MaxD (>= d) sizes the local work arrays.
+template <int MaxD = kMaxDim>
+FASTDTO_HD void exact_assignment(const double* cost, const double* row_min, const int* row_arg, int d,
+                                 int* perm) {
   double u[MaxD + 1], v[MaxD + 1], dist[MaxD + 1];
   int row_of[MaxD + 1], way[MaxD + 1];  // row_of[j]: row matched to column j (0: none)
   bool matched[MaxD + 1];
   for (int j = 0; j <= d; ++j) { v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
   u[0] = 0.0;
   for (int i = 1; i <= d; ++i) {
-    const double* c = cost + (i - 1) * d;
-    int jmin = 0;
-    for (int j = 0; j < d; ++j) {
-      cost[(i - 1) * d + j] = 1.0 - assignment_weight(V[(i - 1) * d + j]);
-      jmin = c[j] < c[jmin] ? j : jmin;
-    }
-    u[i] = c[jmin];
+    const int jmin = row_arg[i - 1];
+    u[i] = row_min[i - 1];
     matched[i] = row_of[jmin + 1] == 0;
     if (matched[i]) row_of[jmin + 1] = i;
   }
@@ -134,30 +138,36 @@ FASTDTO_HD void exact_assignment(const double* V, int d, int* perm, double* cost
 FASTDTO_HD double signed_permutation_distance(const double* V, int d, const int* perm, int8_t* signs) {
   double ss = 0.0;
   for (int i = 0; i < d; ++i) {
+    const int p = perm[i];
+    FASTDTO_HOST_PRAGMA(omp simd reduction(+ : ss))
     for (int j = 0; j < d; ++j) {
       const double x = V[i * d + j];
-      if (j == perm[i]) {
-        const double e = dabs(x) - 1.0;
-        ss += e * e;
-      } else {
-        ss += x * x;
-      }
+      const double e = j == p ? dabs(x) - 1.0 : x;
+      ss += e * e;
     }
-    signs[i] = V[i * d + perm[i]] < 0.0 ? -1 : 1;
+    signs[i] = V[i * d + p] < 0.0 ? -1 : 1;
   }
   return sqrt(ss);
 }
 
 // Full solve: certified greedy when the certificate holds, else the exact assignment (or the
 // uncertified greedy when asked for). Returns the distance; *certified tells which path ran.
-template <int MaxD = kMaxDim, bool LocalCost = true>  // see exact_assignment
+// MaxD (>= d) sizes the local arrays. The GPU engine instantiates MaxD = 16, 32, 64 and
+// LocalCost = false, passing d * d doubles of dead global scratch as cost_work: the driver reserves
+// local memory for every thread the device can hold, so a local 64 x 64 table would cost gigabytes.
+template <int MaxD = kMaxDim, bool LocalCost = true>
 FASTDTO_HD double nearest_signed_permutation(const double* V, int d, Solver solver, int* perm,
                                              int8_t* signs, bool* certified,
                                              double* cost_work = nullptr) {
-  *certified = row_maxima_assignment(V, d, perm);
+  double cost_local[LocalCost ? MaxD * MaxD : 1];
+  double* const cost = LocalCost ? cost_local : cost_work;
+  double row_min[MaxD];
+  int row_arg[MaxD];
+  assignment_costs(V, d, cost, row_min, row_arg);
+  *certified = row_maxima_assignment(row_arg, d, perm);
   if (!*certified) {
     if (solver == Solver::Greedy) greedy_assignment(V, d, perm);
-    else exact_assignment<MaxD, LocalCost>(V, d, perm, cost_work);
+    else exact_assignment<MaxD>(cost, row_min, row_arg, d, perm);
   }
   return signed_permutation_distance(V, d, perm, signs);
 }

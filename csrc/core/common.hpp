@@ -13,6 +13,13 @@
 #define FASTDTO_HD inline __attribute__((always_inline))
 #endif
 
+// Host-only pragmas (OpenMP SIMD hints for the CPU build; nvcc compiles these loops per thread).
+#if defined(__CUDACC__)
+#define FASTDTO_HOST_PRAGMA(x)
+#else
+#define FASTDTO_HOST_PRAGMA(x) _Pragma(#x)
+#endif
+
 namespace fastdto {
 
 // Largest latent dimension the engine accepts. Per-matrix scratch lives on the stack (or in
