@@ -293,6 +293,7 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
     for start, J in iter_jacobian_chunks(decoder, latents, columns, chunk_size=chunk_size,
                                          memory_budget=memory_budget):
         acc.add(J, start)
+        del J  # or the chunk stays alive while the next one is computed: twice the memory
     return acc.result(columns, latents.device)
 
 

@@ -251,3 +251,24 @@ def test_engine_releases_the_gil():
     # With the GIL held for the whole call the loop could not advance until the engine returned
     # (a tick or two at most, before and after it).
     assert ticks > 20, (ticks, alone)
+
+
+def test_jacobian_chunks_do_not_outlive_their_turn(mlp_decoder):
+    """Only one chunk of Jacobians is alive at a time: while chunk k is computed, chunk k - 1 is gone
+    (the consumer and the generator both dropped it), so memory is bounded by one chunk, not two."""
+    import weakref
+
+    from fastdto.jacobian import iter_jacobian_chunks
+
+    refs, alive_during_next = [], []
+
+    def decoder(z):  # runs while a chunk is being computed
+        alive_during_next.append(sum(r() is not None for r in refs))
+        return mlp_decoder(z)
+
+    z = torch.randn(20, 4)
+    for start, J in iter_jacobian_chunks(decoder, z, chunk_size=4):
+        refs.append(weakref.ref(J._base if J._base is not None else J))
+        del J
+    assert len(refs) == 5
+    assert max(alive_during_next) == 0, alive_during_next
