@@ -77,13 +77,29 @@ FASTDTO_HD void exact_assignment(const double* cost, const double* row_min, cons
   double u[MaxD + 1], v[MaxD + 1], dist[MaxD + 1];
   int row_of[MaxD + 1], way[MaxD + 1];  // row_of[j]: row matched to column j (0: none)
   bool matched[MaxD + 1];
-  for (int j = 0; j <= d; ++j) { v[j] = 0.0; row_of[j] = 0; way[j] = 0; }
+  for (int j = 0; j <= d; ++j) { v[j] = 1e300; row_of[j] = 0; way[j] = 0; }
+  v[0] = 0.0;
   u[0] = 0.0;
   for (int i = 1; i <= d; ++i) {
     const int jmin = row_arg[i - 1];
     u[i] = row_min[i - 1];
     matched[i] = row_of[jmin + 1] == 0;
     if (matched[i]) row_of[jmin + 1] = i;
+    // Column reduction as well: v_j = min_i (c_ij - u_i) keeps every reduced cost >= 0 and makes
+    // one more edge per column tight, which the second matching pass below can use.
+    const double* c = cost + (i - 1) * d - 1;
+    FASTDTO_HOST_PRAGMA(omp simd)
+    for (int j = 1; j <= d; ++j) v[j] = dmin(v[j], c[j] - u[i]);
+  }
+  for (int i = 1; i <= d; ++i) {  // rows whose minimum column was taken: any free tight column
+    if (matched[i]) continue;
+    const double* c = cost + (i - 1) * d - 1;
+    for (int j = 1; j <= d; ++j)
+      if (row_of[j] == 0 && c[j] - u[i] == v[j]) {
+        row_of[j] = i;
+        matched[i] = true;
+        break;
+      }
   }
   for (int i = 1; i <= d; ++i) {
     if (matched[i]) continue;
