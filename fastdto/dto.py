@@ -368,8 +368,9 @@ def nearest_signed_permutation(V, *, solver: str = "exact", threads: int | None 
     else:
         perm, signs, dist, flags = _engine.signed_permutations(array, solver, threads or 0)
         certified = (flags & _engine.FLAG_CERTIFIED) > 0
-    out = [torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in
-           (perm.astype(np.int64), signs.astype(np.int8), np.asarray(dist, dtype=np.float64), certified)]
+    out = [torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in  # no copies of the engine's arrays
+           (perm.astype(np.int64, copy=False), signs.astype(np.int8, copy=False),
+            np.asarray(dist, dtype=np.float64), certified)]
     if single:
         out = [x[0] for x in out]
     return SignedPermutation(*out)
