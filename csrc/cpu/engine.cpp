@@ -229,9 +229,21 @@ FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOpt
 template <typename T>
 FASTDTO_HD void perm_one(const T* src, const StridedBatch& Vb, Solver solver, const DtoOutputs& out, long long b) {
   const int d = (int)Vb.cols;
-  double V[kMaxDim * kMaxDim];
+  double copy[kMaxDim * kMaxDim];
   int perm[kMaxDim];
-  if (!load_square(src, Vb.s_row, Vb.s_col, d, V)) {
+  const double* V = copy;
+  bool finite = true;
+  if constexpr (sizeof(T) == sizeof(double)) {
+    if (Vb.s_row == d && Vb.s_col == 1) {  // already row-major float64: read in place, no copy
+      V = reinterpret_cast<const double*>(src);
+      for (int i = 0; i < d * d; ++i) finite &= is_finite(V[i]);
+    } else {
+      finite = load_square(src, Vb.s_row, Vb.s_col, d, copy);
+    }
+  } else {
+    finite = load_square(src, Vb.s_row, Vb.s_col, d, copy);
+  }
+  if (!finite) {
     out.flags[b] = kFlagNonFinite;
     return;
   }
