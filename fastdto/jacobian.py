@@ -170,8 +170,10 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
             if jt.shape[:2] != (len(columns), z.shape[0]):
                 raise ValueError(f"the decoder must keep the batch dimension: got Jacobian shape {tuple(jt.shape)}")
             yield start, jt.permute(1, 2, 0)
+            large = jt.device.type == "cpu" and jt.numel() * jt.element_size() >= _TRIM_ABOVE_BYTES
             del y, jt, basis  # before the next chunk is computed, not after
-            _return_freed_memory()
+            if large:
+                _return_freed_memory()
 
 
 def _libc_malloc_trim():
@@ -183,6 +185,9 @@ def _libc_malloc_trim():
 
 
 _MALLOC_TRIM = _libc_malloc_trim()
+# A trim walks the whole heap (about 1 ms on a fragmented one): worth it only after chunks large enough
+# to fragment it, which also take far longer than that to compute.
+_TRIM_ABOVE_BYTES = 16 << 20
 
 
 def _return_freed_memory() -> None:

@@ -87,15 +87,15 @@ FASTDTO_HD void exact_assignment(const double* cost, const double* row_min, cons
     if (matched[i]) row_of[jmin + 1] = i;
     // Column reduction as well: v_j = min_i (c_ij - u_i) keeps every reduced cost >= 0 and makes
     // one more edge per column tight, which the second matching pass below can use.
-    const double* c = cost + (i - 1) * d - 1;
+    const double* c = cost + (i - 1) * d;  // column j (1-based) at c[j - 1]
     FASTDTO_HOST_PRAGMA(omp simd)
-    for (int j = 1; j <= d; ++j) v[j] = dmin(v[j], c[j] - u[i]);
+    for (int j = 1; j <= d; ++j) v[j] = dmin(v[j], c[j - 1] - u[i]);
   }
   for (int i = 1; i <= d; ++i) {  // rows whose minimum column was taken: any free tight column
     if (matched[i]) continue;
-    const double* c = cost + (i - 1) * d - 1;
+    const double* c = cost + (i - 1) * d;
     for (int j = 1; j <= d; ++j)
-      if (row_of[j] == 0 && c[j] - u[i] == v[j]) {
+      if (row_of[j] == 0 && c[j - 1] - u[i] == v[j]) {
         row_of[j] = i;
         matched[i] = true;
         break;

@@ -35,6 +35,12 @@ FASTDTO_HD bool gram_is_finite(const double* G, int d) {
   return finite;
 }
 
+FASTDTO_HD bool all_finite(const double* x, int count) {
+  bool finite = true;
+  for (int i = 0; i < count; ++i) finite &= is_finite(x[i]);
+  return finite;
+}
+
 // Copies a strided d x d matrix into V (row-major float64); false if any entry is NaN or Inf.
 template <typename T>
 FASTDTO_HD bool load_square(const T* src, long long si, long long sj, int d, double* V) {

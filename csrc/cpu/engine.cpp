@@ -11,8 +11,8 @@ namespace fastdto {
 namespace cpu {
 namespace {
 
-// GCC/Clang vector extensions rather than intrinsics: the same source compiles for every target
-// clone below (4 doubles are one AVX2 register, or two SSE2 registers in the baseline clone).
+// GCC/Clang vector extensions rather than intrinsics: the same source compiles for both instruction
+// sets below (4 doubles are one AVX2 register, or two SSE2 registers in the baseline build).
 typedef double v4d __attribute__((vector_size(32)));
 
 constexpr int kBlockRows = 64;  // rows of J per transposed block (multiple of 4; 64 x d doubles stay in L1)
@@ -231,18 +231,10 @@ FASTDTO_HD void perm_one(const T* src, const StridedBatch& Vb, Solver solver, co
   const int d = (int)Vb.cols;
   double copy[kMaxDim * kMaxDim];
   int perm[kMaxDim];
-  const double* V = copy;
-  bool finite = true;
-  if constexpr (sizeof(T) == sizeof(double)) {
-    if (Vb.s_row == d && Vb.s_col == 1) {  // already row-major float64: read in place, no copy
-      V = reinterpret_cast<const double*>(src);
-      for (int i = 0; i < d * d; ++i) finite &= is_finite(V[i]);
-    } else {
-      finite = load_square(src, Vb.s_row, Vb.s_col, d, copy);
-    }
-  } else {
-    finite = load_square(src, Vb.s_row, Vb.s_col, d, copy);
-  }
+  // Row-major float64 is read in place; anything else is converted into `copy`.
+  const bool in_place = sizeof(T) == sizeof(double) && Vb.s_row == d && Vb.s_col == 1;
+  const double* V = in_place ? reinterpret_cast<const double*>(src) : copy;
+  const bool finite = in_place ? all_finite(V, d * d) : load_square(src, Vb.s_row, Vb.s_col, d, copy);
   if (!finite) {
     out.flags[b] = kFlagNonFinite;
     return;
@@ -287,8 +279,9 @@ FASTDTO_TARGET_AVX2 void perm_one_avx2(const T* src, const StridedBatch& Vb, Sol
 }
 #endif
 
-// FASTDTO_CPU_BASELINE=1 forces the baseline code on any CPU (tests compare both paths).
-bool cpu_has_avx2() {
+// The AVX2 code when this CPU runs it and FASTDTO_CPU_BASELINE=1 does not forbid it (tests compare
+// both paths on one machine).
+bool use_avx2() {
 #if FASTDTO_HAVE_AVX2_BUILD
   const char* force = std::getenv("FASTDTO_CPU_BASELINE");
   if (force && *force && std::strcmp(force, "0") != 0) return false;
@@ -299,9 +292,31 @@ bool cpu_has_avx2() {
 }
 
 template <typename T>
+using GroupFn = void (*)(const T*, const StridedBatch&, const SampleOptions&, Scratch&, const DtoOutputs&,
+                         long long, int);
+template <typename T>
+using PermFn = void (*)(const T*, const StridedBatch&, Solver, const DtoOutputs&, long long);
+
+template <typename T>
+GroupFn<T> pick_group_fn() {
+#if FASTDTO_HAVE_AVX2_BUILD
+  if (use_avx2()) return dto_group_avx2<T>;
+#endif
+  return dto_group_baseline<T>;
+}
+
+template <typename T>
+PermFn<T> pick_perm_fn() {
+#if FASTDTO_HAVE_AVX2_BUILD
+  if (use_avx2()) return perm_one_avx2<T>;
+#endif
+  return perm_one_baseline<T>;
+}
+
+template <typename T>
 void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Jb.data);
-  const bool avx2 = cpu_has_avx2();
+  const GroupFn<T> group = pick_group_fn<T>();
   const long long groups = (Jb.count + kLanes - 1) / kLanes;
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel num_threads(threads)
@@ -310,35 +325,18 @@ void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutput
 #pragma omp for schedule(dynamic, 2)
     for (long long g = 0; g < groups; ++g) {
       const long long b0 = g * kLanes;
-      const int count = (int)std::min<long long>(kLanes, Jb.count - b0);
-#if FASTDTO_HAVE_AVX2_BUILD
-      if (avx2) {
-        dto_group_avx2(base, Jb, opt, scratch, out, b0, count);
-        continue;
-      }
-#endif
-      dto_group_baseline(base, Jb, opt, scratch, out, b0, count);
+      group(base, Jb, opt, scratch, out, b0, (int)std::min<long long>(kLanes, Jb.count - b0));
     }
   }
-  (void)avx2;
 }
 
 template <typename T>
 void perm_batch(const StridedBatch& Vb, Solver solver, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Vb.data);
-  const bool avx2 = cpu_has_avx2();
+  const PermFn<T> one = pick_perm_fn<T>();
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (long long b = 0; b < Vb.count; ++b) {
-#if FASTDTO_HAVE_AVX2_BUILD
-    if (avx2) {
-      perm_one_avx2(base + b * Vb.s_batch, Vb, solver, out, b);
-      continue;
-    }
-#endif
-    perm_one_baseline(base + b * Vb.s_batch, Vb, solver, out, b);
-  }
-  (void)avx2;
+  for (long long b = 0; b < Vb.count; ++b) one(base + b * Vb.s_batch, Vb, solver, out, b);
 }
 
 }  // namespace
@@ -349,7 +347,7 @@ void dto_from_jacobians(const StridedBatch& J, const SampleOptions& opt, const D
   else dto_batch<float>(J, opt, out, threads);
 }
 
-const char* code_path() { return cpu_has_avx2() ? "x86-64-v3" : "baseline"; }
+const char* code_path() { return use_avx2() ? "x86-64-v3" : "baseline"; }
 
 void signed_permutations(const StridedBatch& V, Solver solver, const DtoOutputs& out, int threads) {
   if (V.is_f64) perm_batch<double>(V, solver, out, threads);
