@@ -125,9 +125,8 @@ LIKELY_CAUSES = [
     "Loss scale: our square loss is the per-sample sum of squared errors with beta as in the recipes; the "
     "paper's exact scaling (sum or mean, decoder variance) is unknown, and it sets how strongly the KL noise "
     "pushes towards orthogonality (a larger effective beta aligns faster).",
-    "Data scale: Synth. Non-Lin. uses a randomly initialised 2-10-6 network of our own (PyTorch default init), "
-    "whose outputs vary by only 0.006 to 0.05; with such small signals the posterior variances stay large, "
-    "which also keeps Delta_KL above 3% (polarised fraction near 0).",
+    "Data: the paper's Synth. Non-Lin. network is unknown; ours is a 2-10-6 tanh network with standard normal "
+    "weights from a fixed seed (fastdto.data.synth), so its curvature and output scale differ from the paper's.",
     "Unknowns of the training setup: batch size, initialisation, number of restarts, and which points DtO is "
     "evaluated at.",
     "AE: the 'active' rule (std of mu_j > 0.5) depends on the scale of an unregularised code and is not "
