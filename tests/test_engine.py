@@ -87,6 +87,22 @@ def test_greedy_is_an_upper_bound_and_exact_when_certified(rng):
     assert bool(sp.certified) and sp.permutation.tolist() == list(range(10))
 
 
+@pytest.mark.parametrize("d", [1, 2, 7, 33, 64])
+def test_greedy_takes_the_largest_remaining_weight(rng, d):
+    """solver="greedy" is the textbook greedy: the largest remaining min(|V_ij|, 1), row and column removed."""
+    V = rng.standard_normal((20, d, d)) * rng.uniform(0.2, 1.5, (20, 1, 1))
+    got = fastdto.nearest_signed_permutation(V, solver="greedy").permutation.numpy()
+    for k in range(len(V)):
+        w = np.minimum(np.abs(V[k]), 1.0)
+        perm = np.full(d, -1)
+        for _ in range(d):
+            i, j = np.unravel_index(np.argmax(w), w.shape)
+            perm[i] = j
+            w[i, :] = -1.0
+            w[:, j] = -1.0
+        np.testing.assert_array_equal(got[k], perm)
+
+
 # ----------------------------------------------------------------------------- known answers
 
 def test_signed_permutations_have_zero_distance(rng):
@@ -188,6 +204,23 @@ def test_zero_columns_and_zero_jacobian(rng):
     assert zero.dto == 0.0 and zero.ambiguous.item() and (zero.singular_values == 0).all()
     one = fastdto.dto_from_jacobians(np.zeros((1, 5, 1)))
     assert one.dto == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-150, 1e-100, 1e-80, 1e80, 1e100, 1e150, 1e200, 1e300])
+def test_extreme_jacobian_scales(rng, scale):
+    """J's scale (a power of ten, not of two) changes neither V nor DtO, and sigma scales with it, also
+    where J^T J would under- or overflow float64 (those samples take the SVD path)."""
+    J = rng.standard_normal((6, 40, 6))
+    J[1] = jacobian_with_spectrum(rng, 40, [3.0, 2.0, 1.5, 1.0, 1e-6, 1e-7])[0]  # also ill-conditioned
+    base = fastdto.dto_from_jacobians(J, return_v=True)
+    res = fastdto.dto_from_jacobians(J * scale, return_v=True)
+    torch.testing.assert_close(res.per_sample, base.per_sample, atol=1e-10, rtol=0)
+    torch.testing.assert_close(res.V, base.V, atol=1e-8, rtol=0)
+    # Scaling by a power of ten rounds every entry: sigma moves by up to ~eps * sigma_max.
+    err = (res.singular_values / scale - base.singular_values).abs()
+    assert (err <= 1e-13 * base.singular_values[:, :1]).all()
+    assert res.svd_path.all() == (scale < 1e-130 or scale > 1e140)
+    assert (res.per_sample > 0.5).any()  # not the identity that skipped rotations would give
 
 
 def test_fewer_outputs_than_latents(rng):

@@ -11,6 +11,13 @@ namespace fastdto {
 
 FASTDTO_HD double assignment_weight(double v) { return dmin(dabs(v), 1.0); }
 
+// The first column where the row c reaches the value m (branch-free; m must occur in c).
+FASTDTO_HD int first_column_of(const double* c, int d, double m) {
+  int arg = 0;
+  for (int j = d - 1; j >= 0; --j) arg = c[j] == m ? j : arg;
+  return arg;
+}
+
 // Costs c_ij = 1 - w_ij >= 0 of the assignment (a minimum-cost problem), each row's smallest cost
 // (1 - its largest weight) and the first column where it occurs. One pass serves both the
 // certificate and the exact solver's warm start; within a row the work is independent per column
@@ -24,10 +31,8 @@ FASTDTO_HD void assignment_costs(const double* V, int d, double* cost, double* r
       c[j] = 1.0 - assignment_weight(V[i * d + j]);
       m = c[j] < m ? c[j] : m;
     }
-    int arg = 0;
-    for (int j = d - 1; j >= 0; --j) arg = c[j] == m ? j : arg;
     row_min[i] = m;
-    row_arg[i] = arg;
+    row_arg[i] = first_column_of(c, d, m);
   }
 }
 
@@ -45,23 +50,32 @@ FASTDTO_HD bool row_maxima_assignment(const int* row_arg, int d, int* perm) {
   return true;
 }
 
-// Approximate: repeatedly takes the largest remaining weight (not optimal in general).
-FASTDTO_HD void greedy_assignment(const double* V, int d, int* perm) {
-  uint64_t rows = 0, cols = 0;
+// Approximate: repeatedly takes the largest remaining weight (not optimal in general). Works in
+// place on the output of assignment_costs: each remaining row keeps its cheapest free column
+// (row_min, row_arg), a taken column's costs and a finished row's minimum become 2 (costs lie in
+// [0, 1]), and a row is rescanned only when its column is taken. So a solve is O(d^2) unless many
+// rows share a column, and the scans are branch-free. Ties go to the lowest row, then column.
+FASTDTO_HD void greedy_assignment(double* cost, double* row_min, int* row_arg, int d, int* perm) {
   for (int step = 0; step < d; ++step) {
-    int bi = -1, bj = -1;
-    double wb = -1.0;
-    for (int i = 0; i < d; ++i) {
-      if (rows & ((uint64_t)1 << i)) continue;
-      for (int j = 0; j < d; ++j) {
-        if (cols & ((uint64_t)1 << j)) continue;
-        const double w = assignment_weight(V[i * d + j]);
-        if (w > wb) { wb = w; bi = i; bj = j; }
-      }
+    int bi = 0;
+    double best = row_min[0];
+    for (int i = 1; i < d; ++i) {
+      const bool lower = row_min[i] < best;
+      best = lower ? row_min[i] : best;
+      bi = lower ? i : bi;
     }
-    rows |= (uint64_t)1 << bi;
-    cols |= (uint64_t)1 << bj;
+    const int bj = row_arg[bi];
     perm[bi] = bj;
+    row_min[bi] = 2.0;
+    for (int i = 0; i < d; ++i) cost[i * d + bj] = 2.0;
+    for (int i = 0; i < d; ++i) {
+      if (row_min[i] == 2.0 || row_arg[i] != bj) continue;
+      const double* c = cost + i * d;
+      double m = 2.0;
+      for (int j = 0; j < d; ++j) m = c[j] < m ? c[j] : m;
+      row_min[i] = m;
+      row_arg[i] = first_column_of(c, d, m);
+    }
   }
 }
 
@@ -182,7 +196,7 @@ FASTDTO_HD double nearest_signed_permutation(const double* V, int d, Solver solv
   assignment_costs(V, d, cost, row_min, row_arg);
   *certified = row_maxima_assignment(row_arg, d, perm);
   if (!*certified) {
-    if (solver == Solver::Greedy) greedy_assignment(V, d, perm);
+    if (solver == Solver::Greedy) greedy_assignment(cost, row_min, row_arg, d, perm);
     else exact_assignment<MaxD>(cost, row_min, row_arg, d, perm);
   }
   return signed_permutation_distance(V, d, perm, signs);
