@@ -59,7 +59,7 @@ void raise_on_nonfinite(const py::array_t<uint8_t>& flags, const char* name, lon
   for (py::ssize_t i = 0; i < f.shape(0); ++i)
     if (f(i) & kFlagNonFinite)
       throw py::value_error(std::string(name) + "[" + std::to_string(first_index + i) +
-                            "] contains NaN or Inf (or values whose squares overflow float64)");
+                            "] contains NaN or Inf");
 }
 
 py::tuple dto_from_jacobians(const py::array& J, const std::string& solver, double gram_rcond,

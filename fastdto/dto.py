@@ -54,7 +54,7 @@ def _cuda_engine_usable() -> bool:
 
 
 def _nonfinite_message(name: str, index: int) -> str:
-    return f"{name}[{index}] contains NaN or Inf (or values whose squares overflow float64)"
+    return f"{name}[{index}] contains NaN or Inf"
 
 
 @dataclass(frozen=True, repr=False)
@@ -271,7 +271,8 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
         return_v: also return the right singular vectors ``V`` (``(N, k, k)``).
         gram_rcond: samples with ``sigma_min / sigma_max`` below this are recomputed on ``J`` by QR plus
             one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample,
-            ``0`` never).
+            ``0`` never). Samples whose Gram matrix would under- or overflow float64 (``J`` of scale
+            below about 1e-135 or above 1e150) always take that path, on ``J`` scaled by a power of two.
         ambiguity_tol: relative singular-value gap at or below which ``V`` counts as not unique
             (``ambiguous``); default ``sqrt(eps)`` of the Jacobian's dtype.
         threads: CPU engine threads (default: OpenMP's default; unused when the GPU engine runs).

@@ -36,7 +36,7 @@ enum class Solver : int { Exact = 0, Greedy = 1 };
 enum SampleFlags : uint8_t {
   kFlagAmbiguous = 1,   // V is not unique to working precision (near-repeated singular values)
   kFlagSvdPath = 2,     // recomputed by QR + one-sided Jacobi on J (Gram was ill-conditioned)
-  kFlagNonFinite = 4,   // input contained NaN/Inf (or squares overflowing float64)
+  kFlagNonFinite = 4,   // input contained NaN or Inf
   kFlagCertified = 8,   // nearest signed permutation certified by the greedy row-maximum test
 };
 

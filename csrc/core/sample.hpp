@@ -28,12 +28,29 @@ struct DtoOutputs {
   double* V;         // count x d x d, row-major, columns are right singular vectors
 };
 
-// A non-finite input shows on the Gram's diagonal (a sum of squares), so d checks cover n x d.
-FASTDTO_HD bool gram_is_finite(const double* G, int d) {
+// Jacobi's tests multiply entries of G (a_pq^2, a_pp a_qq), which underflow or overflow when J is
+// far from unit scale, and then every rotation is skipped. So G is scaled by 4^-k (exact) until its
+// largest diagonal entry lies in [1/4, 1), and sigma by 2^k afterwards. Returns false when G cannot
+// be used as computed: a diagonal entry (a sum of squares, so NaN or Inf in J shows there) is not
+// finite, or the largest is 0 or below 2^-900 (J near 1e-135 or smaller: underflow may have taken
+// digits, or all of G), or above 2^1000 (the sums may have overflowed). Such samples go to the SVD
+// path, which scales J itself and tells a non-finite J from one that is merely tiny or huge.
+FASTDTO_HD bool gram_scale_exponent(const double* G, int d, int* k) {
+  double top = 0.0;
   bool finite = true;
-  for (int k = 0; k < d; ++k) finite = finite && is_finite(G[k * d + k]);
-  return finite;
+  for (int i = 0; i < d; ++i) {
+    finite = finite && is_finite(G[i * d + i]);
+    top = dmax(top, G[i * d + i]);
+  }
+  if (!finite || !(top >= 0x1p-900 && top <= 0x1p1000)) return false;
+  int e;
+  frexp(top, &e);  // top in [2^(e-1), 2^e)
+  *k = e >= 0 ? (e + 1) / 2 : -(-e / 2);  // ceil(e / 2)
+  return true;
 }
+
+// 4^-k as a factor: within the range above it is a normal double, so G * 4^-k is exact.
+FASTDTO_HD double gram_scale(int k) { return ldexp(1.0, -2 * k); }
 
 FASTDTO_HD bool all_finite(const double* x, int count) {
   bool finite = true;
@@ -62,19 +79,25 @@ FASTDTO_HD void store_sample(const DtoOutputs& out, long long b, const double* s
   }
 }
 
-// Eigenvalues of G (descending, in sigma) -> singular values, in place. Returns true when the
-// sample must be recomputed on J because the Gram's conditioning makes V unreliable.
-FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, double gram_rcond) {
+// Eigenvalues of 4^-k G (descending, in sigma) -> singular values of J, in place. Returns true
+// when the sample must be recomputed on J because the Gram's conditioning makes V unreliable.
+FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, double gram_rcond) {
   const double top = sigma[0];
-  const bool needs_svd = d > 1 && top > 0.0 && !(sigma[d - 1] > gram_rcond * gram_rcond * top);
-  for (int k = 0; k < d; ++k) sigma[k] = sqrt(dmax(sigma[k], 0.0));
+  const bool needs_svd = d > 1 && gram_rcond > 0.0 && !(sigma[d - 1] > gram_rcond * gram_rcond * top);
+  const double unscale = ldexp(1.0, k);
+  for (int i = 0; i < d; ++i) sigma[i] = sqrt(dmax(sigma[i], 0.0)) * unscale;
   return needs_svd;
 }
 
-// Eigen route for one matrix: G (d x d, destroyed) -> sigma descending, V; true as above.
+// Eigen route for one matrix: G (d x d, destroyed) -> sigma descending, V. Returns true when the
+// sample needs the SVD path (G out of range, see gram_scale_exponent, or ill-conditioned).
 FASTDTO_HD bool eigen_from_gram(double* G, int d, double gram_rcond, double* sigma, double* V) {
+  int k;
+  if (!gram_scale_exponent(G, d, &k)) return true;
+  const double scale = gram_scale(k);
+  for (int i = 0; i < d * d; ++i) G[i] *= scale;
   jacobi_eigh(G, d, sigma, V);
-  return sigma_from_eigenvalues(sigma, d, gram_rcond);
+  return sigma_from_eigenvalues(sigma, d, k, gram_rcond);
 }
 
 // Singular vectors have arbitrary signs: fix each column's largest-magnitude entry positive, so

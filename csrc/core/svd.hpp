@@ -7,11 +7,27 @@
 
 namespace fastdto {
 
-// Copies J (element strides sr between rows, sc between columns) into X, column-major float64.
+// Copies J (element strides sr between rows, sc between columns) into X, column-major float64,
+// scaled by a power of two so that its largest magnitude lies in [1/2, 1) (so no square below
+// under- or overflows). Returns the exponent e with J = 2^e X, or kNotFinite for NaN or Inf in J.
+constexpr int kNotFinite = 1 << 30;
 template <typename T>
-FASTDTO_HD void load_columns(const T* J, long long sr, long long sc, int n, int d, double* X) {
+FASTDTO_HD int load_columns(const T* J, long long sr, long long sc, int n, int d, double* X) {
+  double top = 0.0;
+  bool finite = true;
   for (int k = 0; k < d; ++k)
-    for (int r = 0; r < n; ++r) X[(long long)k * n + r] = (double)J[r * sr + k * sc];
+    for (int r = 0; r < n; ++r) {
+      const double x = (double)J[r * sr + k * sc];
+      X[(long long)k * n + r] = x;
+      finite = finite && is_finite(x);
+      top = dmax(top, dabs(x));
+    }
+  if (!finite) return kNotFinite;
+  if (top == 0.0) return 0;
+  int e;
+  frexp(top, &e);
+  for (long long i = 0; i < (long long)n * d; ++i) X[i] = ldexp(X[i], -e);
+  return e;
 }
 
 // Householder QR of X (n x d, column-major, destroyed). Writes the d x d upper-triangular
@@ -61,7 +77,7 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
           const double x = A[k * d + p], y = A[k * d + q];
           a += x * x; b += y * y; g += x * y;
         }
-        if (g == 0.0 || dabs(g) <= kEps64 * sqrt(a * b)) continue;
+        if (g == 0.0 || dabs(g) <= kEps64 * sqrt(a) * sqrt(b)) continue;  // a * b may underflow
         rotated = true;
         const double zeta = (b - a) / (2.0 * g);
         const double t = (zeta >= 0.0 ? 1.0 : -1.0) / (dabs(zeta) + sqrt(1.0 + zeta * zeta));
@@ -89,13 +105,16 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
 }
 
 // Right singular vectors of J (n x d, strided) through QR then Jacobi. X needs n * d doubles,
-// R and V d * d each.
+// R and V d * d each. Returns false (outputs unspecified) when J holds NaN or Inf.
 template <typename T>
-FASTDTO_HD void svd_right(const T* J, long long sr, long long sc, int n, int d, double* X, double* R,
+FASTDTO_HD bool svd_right(const T* J, long long sr, long long sc, int n, int d, double* X, double* R,
                           double* sigma, double* V) {
-  load_columns(J, sr, sc, n, d, X);
+  const int e = load_columns(J, sr, sc, n, d, X);
+  if (e == kNotFinite) return false;
   householder_r(X, n, d, R);
   one_sided_jacobi(R, d, sigma, V);
+  for (int k = 0; k < d; ++k) sigma[k] = ldexp(sigma[k], e);
+  return true;
 }
 
 }  // namespace fastdto

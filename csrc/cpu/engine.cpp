@@ -183,39 +183,43 @@ struct Scratch {
         R((size_t)d * d), block((size_t)d * kBlockRows), acc((size_t)4 * d * d) {}
 };
 
-// Samples [b0, b0 + count), count <= kLanes: Gram matrices into the lanes (identity for lanes
-// without a usable sample, which converge at once), the lane-parallel Jacobi sweeps, then each
-// sample's own finish.
+// Samples [b0, b0 + count), count <= kLanes: Gram matrices into the lanes, scaled (identity for
+// lanes whose sample goes straight to the SVD path; they converge at once), the lane-parallel
+// Jacobi sweeps, then each sample's own finish.
 template <Isa isa, typename T>
 FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOptions& opt, Scratch& s,
                           const DtoOutputs& out, long long b0, int count) {
   const int n = (int)Jb.rows, d = (int)Jb.cols;
   double* G = s.G.data();
   double* V = s.V.data();
-  bool usable[kLanes];
+  bool on_gram[kLanes];
+  int scale_exp[kLanes];
   set_identity<kLanes>(s.A.data(), d);
   set_identity<kLanes>(s.Qt.data(), d);
   for (int l = 0; l < count; ++l) {
     gram_matrix<isa>(base + (b0 + l) * Jb.s_batch, Jb.s_row, Jb.s_col, n, d, s.block.data(), s.acc.data(), G);
-    usable[l] = gram_is_finite(G, d);
-    if (!usable[l]) continue;
-    for (int e = 0; e < d * d; ++e) s.A[(size_t)e * kLanes + l] = G[e];
+    on_gram[l] = gram_scale_exponent(G, d, &scale_exp[l]);
+    if (!on_gram[l]) continue;
+    const double scale = gram_scale(scale_exp[l]);
+    for (int e = 0; e < d * d; ++e) s.A[(size_t)e * kLanes + l] = G[e] * scale;
   }
   jacobi_sweeps<SimdLanes>(reinterpret_cast<SimdLanes::V*>(s.A.data()), reinterpret_cast<SimdLanes::V*>(s.Qt.data()), d);
   for (int l = 0; l < count; ++l) {
     const long long b = b0 + l;
-    if (!usable[l]) {
-      out.flags[b] = kFlagNonFinite;
-      continue;
-    }
     double sigma[kMaxDim];
     int perm[kMaxDim];
-    extract_eigenpairs<kLanes>(s.A.data(), s.Qt.data(), d, l, sigma, V);
     uint8_t flags = 0;
-    if (sigma_from_eigenvalues(sigma, d, opt.gram_rcond)) {
-      const T* J = base + b * Jb.s_batch;
+    bool needs_svd = true;
+    if (on_gram[l]) {
+      extract_eigenpairs<kLanes>(s.A.data(), s.Qt.data(), d, l, sigma, V);
+      needs_svd = sigma_from_eigenvalues(sigma, d, scale_exp[l], opt.gram_rcond);
+    }
+    if (needs_svd) {
       s.work.resize((size_t)n * d);
-      svd_right(J, Jb.s_row, Jb.s_col, n, d, s.work.data(), s.R.data(), sigma, V);
+      if (!svd_right(base + b * Jb.s_batch, Jb.s_row, Jb.s_col, n, d, s.work.data(), s.R.data(), sigma, V)) {
+        out.flags[b] = kFlagNonFinite;
+        continue;
+      }
       flags |= kFlagSvdPath;
     }
     flags |= finish_sample(V, sigma, d, opt, perm, out.signs + b * d, out.distance + b);

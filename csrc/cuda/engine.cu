@@ -73,18 +73,64 @@ Solver parse_solver(const std::string& s) {
   throw py::value_error("solver must be 'exact' or 'greedy' in the compiled engine, got '" + s + "'");
 }
 
-// Selects (and checks) the device: `device` >= 0 makes it current; -1 keeps the current one.
-int select_device(int device) {
-  int count = 0;
-  check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  if (device >= count)
-    throw py::value_error("device " + std::to_string(device) + " does not exist (" +
-                          std::to_string(count) + " CUDA device(s) visible)");
-  if (device >= 0) check(cudaSetDevice(device), "cudaSetDevice");
-  int current = -1;
-  check(cudaGetDevice(&current), "cudaGetDevice");
-  return current;
+// Whether this build has code for compute capability major.minor: a real architecture of the same
+// major version and no higher minor (sm_80 code runs on 8.6 and 8.9), or PTX of a virtual
+// architecture at or below it (JIT-compiled by the driver). FASTDTO_CUDA_ARCHS is CMake's list,
+// e.g. "80-real,90-real,90-virtual".
+bool arch_supported(int major, int minor) {
+  const std::string archs = FASTDTO_CUDA_ARCHS;
+  const int cc = major * 10 + minor;
+  size_t pos = 0;
+  while (pos < archs.size()) {
+    size_t end = archs.find(',', pos);
+    if (end == std::string::npos) end = archs.size();
+    const std::string item = archs.substr(pos, end - pos);
+    pos = end + 1;
+    const int arch = std::atoi(item.c_str());
+    const bool real_only = item.find("-real") != std::string::npos;
+    const bool virtual_only = item.find("-virtual") != std::string::npos;
+    if (!virtual_only && arch / 10 == major && arch % 10 <= minor) return true;  // SASS
+    if (!real_only && arch <= cc) return true;                                    // PTX
+  }
+  return false;
 }
+
+void compute_capability(int device, int* major, int* minor) {
+  check(cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
+}
+
+// Makes `device` current for one call (-1 keeps the current one) and restores the caller's device
+// on the way out, errors included: the raw bindings must not leave the process on another GPU.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    int count = 0;
+    check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+    if (device >= count)
+      throw py::value_error("device " + std::to_string(device) + " does not exist (" +
+                            std::to_string(count) + " CUDA device(s) visible)");
+    if (device >= 0 && device != previous_) check(cudaSetDevice(device), "cudaSetDevice");
+    current_ = device >= 0 ? device : previous_;
+    int major = 0, minor = 0;
+    compute_capability(current_, &major, &minor);
+    if (!arch_supported(major, minor))
+      throw py::value_error("CUDA device " + std::to_string(current_) + " has compute capability " +
+                            std::to_string(major) + "." + std::to_string(minor) +
+                            ", which this build of fastdto has no code for (architectures " +
+                            FASTDTO_CUDA_ARCHS + "); rebuild with CMAKE_CUDA_ARCHITECTURES including it");
+  }
+  ~DeviceScope() {
+    if (current_ != previous_) (void)cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  int device() const { return current_; }
+
+ private:
+  int previous_ = 0, current_ = 0;
+};
 
 // The memory [ptr, ptr + bytes) must be device (or managed) memory of `device`, aligned to `align`.
 // Both ends are checked; that the range lies within one allocation is the caller's promise.
@@ -93,7 +139,9 @@ void check_device_range(uintptr_t ptr, size_t bytes, size_t align, int device, c
   if (ptr % align != 0)
     throw py::value_error(std::string(name) + " is not aligned to its element size (" +
                           std::to_string(align) + " bytes)");
-  const uintptr_t ends[2] = {ptr, ptr + (bytes > 0 ? bytes - 1 : 0)};
+  const uintptr_t span = bytes > 0 ? bytes - 1 : 0;
+  if (span > UINTPTR_MAX - ptr) throw py::value_error(std::string(name) + " extends past the address space");
+  const uintptr_t ends[2] = {ptr, ptr + span};
   for (uintptr_t p : ends) {
     cudaPointerAttributes attr{};
     const cudaError_t err = cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(p));
@@ -114,7 +162,7 @@ long long last_offset(long long count, long long rows, long long cols, long long
                       long long s2, const char* name) {
   if (s0 < 0 || s1 < 0 || s2 < 0)
     throw py::value_error(std::string(name) + " has a negative stride");
-  const long long limit = LLONG_MAX / 4;
+  const long long limit = LLONG_MAX / 32;  // three terms, times 8 bytes, stay far below overflow
   if ((count > 1 && s0 > limit / (count - 1)) || (rows > 1 && s1 > limit / (rows - 1)) ||
       (cols > 1 && s2 > limit / (cols - 1)))
     throw py::value_error(std::string(name) + " has strides too large to address");
@@ -256,7 +304,8 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
     throw py::value_error("the register-tiled Gram kernel needs d <= " + std::to_string(kSmallGramDim));
   const long long last = last_offset(N, n, d, sN, sn, sd, "J");
 
-  const int dev = select_device(device);
+  const DeviceScope scope(device);
+  const int dev = scope.device();
   check_device_range(J_ptr, (size_t)(last + 1) * item, item, dev, "J");
   const size_t Nd = (size_t)N * d;
   check_device_range(sigma_ptr, Nd * 8, 8, dev, "sigma");
@@ -328,7 +377,8 @@ void cuda_signed_permutations(uintptr_t V_ptr, long long N, long long d, long lo
   const Solver s = parse_solver(solver);
   const long long last = last_offset(N, d, d, sN, si, sj, "V");
 
-  const int dev = select_device(device);
+  const DeviceScope scope(device);
+  const int dev = scope.device();
   check_device_range(V_ptr, (size_t)(last + 1) * item, item, dev, "V");
   const size_t Nd = (size_t)N * d;
   check_device_range(perm_ptr, Nd * 8, 8, dev, "perm");
@@ -350,19 +400,33 @@ void cuda_signed_permutations(uintptr_t V_ptr, long long N, long long d, long lo
 }  // namespace
 }  // namespace cuda
 
+// Devices this build can run on (an unsupported GPU counts as none, so its tensors go to the CPU
+// engine). Reads attributes only: no context is created on any device.
 int cuda_device_count_now() {
   int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }
-  return count;
+  int usable = 0;
+  for (int dev = 0; dev < count; ++dev) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    usable += cuda::arch_supported(major, minor) ? 1 : 0;
+  }
+  return usable;
 }
 
 void register_cuda_bindings(py::module_& m) {
   m.def("cuda_device_count", &cuda_device_count_now,
-        "CUDA devices usable now (0 without a driver or GPU; never raises).");
+        "CUDA devices usable now: visible, and of a compute capability this build has code for (0 "
+        "without a driver or GPU; never raises).");
+  m.def("cuda_arch_supported", &cuda::arch_supported, py::arg("major"), py::arg("minor"),
+        "Whether this build has code (SASS or PTX) for a GPU of compute capability major.minor.");
   m.def("cuda_dto_from_jacobians", &cuda::cuda_dto_from_jacobians, py::arg("J_ptr"), py::arg("N"),
         py::arg("n"), py::arg("d"), py::arg("sN"), py::arg("sn"), py::arg("sd"), py::arg("dtype"),
         py::arg("solver"), py::arg("gram_rcond"), py::arg("ambiguity_tol"), py::arg("sigma_ptr"),

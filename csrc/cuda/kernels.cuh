@@ -292,8 +292,9 @@ __device__ __forceinline__ void write_sample(long long b, double* V, const doubl
   store_sample(out, b, sigma, perm, d);
 }
 
-// Eigen route for every sample. Samples whose Gram is too ill-conditioned are appended to svd_list
-// (through an atomic counter) and finished by svd_kernel; all others are finished here.
+// Eigen route for every sample. Samples whose Gram is out of range or too ill-conditioned are
+// appended to svd_list (through an atomic counter) and finished by svd_kernel; all others are
+// finished here.
 template <int MaxD>
 __global__ void __launch_bounds__(kSampleThreads)
     finish_kernel(int count, int d, double* __restrict__ G, double* __restrict__ Vw, SampleOptions opt,
@@ -303,12 +304,8 @@ __global__ void __launch_bounds__(kSampleThreads)
   const long long dd = (long long)d * d;
   double* Gb = G + b * dd;
   double* Vb = Vw + b * dd;
-  if (!gram_is_finite(Gb, d)) {
-    out.flags[b] = kFlagNonFinite;
-    return;
-  }
   double sigma[MaxD];
-  if (eigen_from_gram(Gb, d, opt.gram_rcond, sigma, Vb)) {
+  if (eigen_from_gram(Gb, d, opt.gram_rcond, sigma, Vb)) {  // also G out of range, NaN included
     svd_list[atomicAdd(svd_count, 1)] = b;
     return;
   }
@@ -333,7 +330,10 @@ __global__ void __launch_bounds__(kSvdThreads)
     const int b = svd_list[i];
     double* Vb = Vw + (long long)b * d * d;
     double sigma[MaxD];
-    svd_right(J + b * sN, sn, sd, n, d, Xs, Rs, sigma, Vb);
+    if (!svd_right(J + b * sN, sn, sd, n, d, Xs, Rs, sigma, Vb)) {
+      out.flags[b] = kFlagNonFinite;
+      continue;
+    }
     write_sample<MaxD>(b, Vb, sigma, d, opt, out, kFlagSvdPath, Rs);  // R is dead after the SVD
   }
 }
