@@ -58,6 +58,7 @@ def test_reproduce_end_to_end_tiny(tmp_path):
     assert "synth-lin" in json.loads((tmp_path / "random_decoder.json").read_text())
     md = (tmp_path / "report.md").read_text()
     assert "| synth-lin | DtO ↓" in md
+    assert "- synth-lin: DtO of the generator itself 0.00 ± 0.00" in md  # its principal axes are the factors
     assert "![singular-value spectra](singular_value_spectra.png)" in md  # models reloaded from checkpoints
     assert (tmp_path / "singular_value_spectra.png").stat().st_size > 1000
 
