@@ -111,15 +111,16 @@ class DeviceScope {
     if (device >= count)
       throw py::value_error("device " + std::to_string(device) + " does not exist (" +
                             std::to_string(count) + " CUDA device(s) visible)");
-    if (device >= 0 && device != previous_) check(cudaSetDevice(device), "cudaSetDevice");
-    current_ = device >= 0 ? device : previous_;
+    const int target = device >= 0 ? device : previous_;
     int major = 0, minor = 0;
-    compute_capability(current_, &major, &minor);
+    compute_capability(target, &major, &minor);  // before switching: a throw here leaves nothing to undo
     if (!arch_supported(major, minor))
-      throw py::value_error("CUDA device " + std::to_string(current_) + " has compute capability " +
+      throw py::value_error("CUDA device " + std::to_string(target) + " has compute capability " +
                             std::to_string(major) + "." + std::to_string(minor) +
                             ", which this build of fastdto has no code for (architectures " +
                             FASTDTO_CUDA_ARCHS + "); rebuild with CMAKE_CUDA_ARCHITECTURES including it");
+    if (target != previous_) check(cudaSetDevice(target), "cudaSetDevice");  // last: nothing throws after
+    current_ = target;
   }
   ~DeviceScope() {
     if (current_ != previous_) (void)cudaSetDevice(previous_);
