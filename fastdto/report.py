@@ -201,12 +201,8 @@ def generator_alignment(results) -> list[str]:
         except OSError as err:
             lines.append(f"- {ds}: skipped ({err})")
             continue
-        v = synth.sample_factors(10_000, synth.TEST_SEED)
-        if ds == "synth-lin":
-            res = evaluate(lambda z: synth.f_lin(z, opts.get("scale_ratio", 2.0)), v)
-        else:
-            params = synth.nonlin_params(opts.get("weight_seed", synth.WEIGHT_SEED))
-            res = evaluate(lambda z: synth.f_nonlin(z, params), v)
+        f, _ = synth.generator(ds, opts.get("scale_ratio"), opts.get("weight_seed"))
+        res = evaluate(f, synth.sample_factors(10_000, synth.TEST_SEED))
         lines.append(f"- {ds}: DtO of the generator itself {res.dto:.2f} ± {res.std:.2f} over 10,000 test factors")
     if lines:
         lines.append("")

@@ -47,6 +47,7 @@ __all__ = [
     "nonlin_params",
     "f_lin",
     "f_nonlin",
+    "generator",
     "sample_factors",
     "load",
 ]
@@ -110,6 +111,23 @@ def f_nonlin(v: torch.Tensor, params: Optional[dict] = None) -> torch.Tensor:
     return torch.tanh(v @ p["W1"].T + p["b1"]) @ p["W2"].T + p["b2"]
 
 
+def generator(name: str, scale_ratio: Optional[float] = None, weight_seed: Optional[int] = None):
+    """The map ``v -> x`` of ``"synth-lin"`` or ``"synth-nonlin"`` with its options (None: the defaults),
+    and the resolved options with the map's parameters (what :func:`load` records in ``meta``)."""
+    if name == "synth-lin":
+        if weight_seed is not None:
+            raise TypeError("weight_seed applies to synth-nonlin only")
+        r = 2.0 if scale_ratio is None else float(scale_ratio)
+        return (lambda v: f_lin(v, r)), {"scale_ratio": r, "M": mixing_matrix(r)}
+    if name == "synth-nonlin":
+        if scale_ratio is not None:
+            raise TypeError("scale_ratio applies to synth-lin only")
+        ws = WEIGHT_SEED if weight_seed is None else int(weight_seed)
+        params = nonlin_params(ws)
+        return (lambda v: f_nonlin(v, params)), {"weight_seed": ws, "params": params}
+    raise ValueError(f"unknown synthetic dataset {name!r}")
+
+
 def sample_factors(n: int, seed: int) -> torch.Tensor:
     """``n`` points uniform on [0, 1]^2 (float64, CPU) from ``torch.Generator().manual_seed(seed)``."""
     g = torch.Generator().manual_seed(int(seed))
@@ -148,21 +166,10 @@ def load(
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     seed = (TRAIN_SEED if split == "train" else TEST_SEED) if seed is None else int(seed)
+    f, options = generator(key, scale_ratio, weight_seed)
     v = sample_factors(n, seed)
-    meta = {"seed": seed, "n": n}
-    if key == "synth-lin":
-        if weight_seed is not None:
-            raise TypeError("weight_seed applies to synth-nonlin only")
-        r = 2.0 if scale_ratio is None else float(scale_ratio)
-        x = f_lin(v, r)
-        meta.update(scale_ratio=r, M=mixing_matrix(r))
-    else:
-        if scale_ratio is not None:
-            raise TypeError("scale_ratio applies to synth-lin only")
-        ws = WEIGHT_SEED if weight_seed is None else int(weight_seed)
-        params = nonlin_params(ws)
-        x = f_nonlin(v, params)
-        meta.update(weight_seed=ws, params=params)
+    x = f(v)
+    meta = {"seed": seed, "n": n, **options}
     return Dataset(
         name=key,
         split=split,
