@@ -295,32 +295,17 @@ bool use_avx2() {
 #endif
 }
 
-template <typename T>
-using GroupFn = void (*)(const T*, const StridedBatch&, const SampleOptions&, Scratch&, const DtoOutputs&,
-                         long long, int);
-template <typename T>
-using PermFn = void (*)(const T*, const StridedBatch&, Solver, const DtoOutputs&, long long);
-
-template <typename T>
-GroupFn<T> pick_group_fn() {
+// The per-sample entry point for this call: `fn`_avx2 where use_avx2() allows it, else `fn`_baseline.
 #if FASTDTO_HAVE_AVX2_BUILD
-  if (use_avx2()) return dto_group_avx2<T>;
+#define FASTDTO_PICK(fn, T) (use_avx2() ? fn##_avx2<T> : fn##_baseline<T>)
+#else
+#define FASTDTO_PICK(fn, T) (fn##_baseline<T>)
 #endif
-  return dto_group_baseline<T>;
-}
-
-template <typename T>
-PermFn<T> pick_perm_fn() {
-#if FASTDTO_HAVE_AVX2_BUILD
-  if (use_avx2()) return perm_one_avx2<T>;
-#endif
-  return perm_one_baseline<T>;
-}
 
 template <typename T>
 void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Jb.data);
-  const GroupFn<T> group = pick_group_fn<T>();
+  const auto group = FASTDTO_PICK(dto_group, T);
   const long long groups = (Jb.count + kLanes - 1) / kLanes;
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel num_threads(threads)
@@ -337,7 +322,7 @@ void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutput
 template <typename T>
 void perm_batch(const StridedBatch& Vb, Solver solver, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Vb.data);
-  const PermFn<T> one = pick_perm_fn<T>();
+  const auto one = FASTDTO_PICK(perm_one, T);
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (long long b = 0; b < Vb.count; ++b) one(base + b * Vb.s_batch, Vb, solver, out, b);
