@@ -182,6 +182,9 @@ class FlatOptimizer:
         self.betas, self.eps = ((0.9, 0.999), 1e-8) if name == "adam" else ((0.0, 0.0), 1e-10)
         self.exp_avg = torch.zeros_like(params) if name == "adam" else None
         self.exp_avg_sq = torch.zeros_like(params) if name in ("adam", "adagrad") else None
+        # The update's denominator, reused: a fresh parameter-sized tensor per step costs page faults
+        # on the CPU (2-4x the whole step for the dSprites model).
+        self._denom = torch.empty_like(params) if name in ("adam", "adagrad") else None
         self.step = {"adam": self._adam, "adagrad": self._adagrad, "sgd": self._sgd}[name]
 
     def _adam(self) -> None:
@@ -192,14 +195,14 @@ class FlatOptimizer:
         self.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
         bc1 = 1 - b1 ** self.t
         bc2_sqrt = math.sqrt(1 - b2 ** self.t)
-        denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
+        denom = torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(self.eps)
         self.params.addcdiv_(self.exp_avg, denom, value=-self.lr / bc1)
 
     def _adagrad(self) -> None:
         self.t += 1
         g = self.grads
         self.exp_avg_sq.addcmul_(g, g, value=1)
-        self.params.addcdiv_(g, self.exp_avg_sq.sqrt().add_(self.eps), value=-self.lr)
+        self.params.addcdiv_(g, torch.sqrt(self.exp_avg_sq, out=self._denom).add_(self.eps), value=-self.lr)
 
     def _sgd(self) -> None:
         self.t += 1
