@@ -43,7 +43,9 @@ StridedBatch as_batch(const py::array& a, const char* name, const char* shape_do
     throw py::value_error(std::string(name) + ": latent dimension " + std::to_string(b.cols) +
                           " exceeds the supported maximum of " + std::to_string(kMaxDim));
   if (b.rows > INT_MAX / kMaxDim)
-    throw py::value_error(std::string(name) + ": too many rows per matrix (" + std::to_string(b.rows) + ")");
+    throw py::value_error(std::string(name) + ": " + std::to_string(b.rows) +
+                          " rows per matrix (outputs per sample) exceed the supported maximum of " +
+                          std::to_string(INT_MAX / kMaxDim));
   return b;
 }
 

@@ -124,6 +124,9 @@ def _resolve_active(active, d: int, latents: torch.Tensor | None) -> list[int]:
         if latents is None:
             raise ValueError("active='auto' needs the latents (it keeps axes whose std over the latents "
                              "exceeds 0.5); with Jacobians alone pass indices or a mask")
+        if latents.shape[0] < 2:
+            raise ValueError("active='auto' needs at least 2 latent points (it keeps the axes whose std over "
+                             f"the latents exceeds 0.5); got {latents.shape[0]}")
         from .metrics import active_latents
         mask = torch.as_tensor(np.asarray(active_latents(latents)), dtype=torch.bool)
         idx = mask.nonzero().flatten().tolist()
@@ -136,6 +139,8 @@ def _resolve_active(active, d: int, latents: torch.Tensor | None) -> list[int]:
         if a.shape != (d,):
             raise ValueError(f"active mask must have shape ({d},), got {tuple(a.shape)}")
         idx = a.nonzero().flatten().tolist()
+    elif a.ndim == 1 and a.numel() == 0:
+        idx = []
     elif not a.dtype.is_floating_point and a.ndim == 1:
         idx = a.tolist()
         if any(i < 0 or i >= d for i in idx):
@@ -167,9 +172,11 @@ _PARTS = ("sigma", "perm", "signs", "distance", "flags", "V")
 class _Accumulator:
     """Runs the engine chunk by chunk (CPU or CUDA) and gathers the per-sample outputs as tensors."""
 
-    def __init__(self, solver, gram_rcond, ambiguity_tol, return_v, threads):
+    def __init__(self, solver, gram_rcond, ambiguity_tol, return_v, threads, from_decoder: bool):
         self.solver, self.gram_rcond, self.ambiguity_tol = solver, gram_rcond, ambiguity_tol
         self.return_v, self.threads = return_v, threads
+        # Errors about non-finite Jacobians point at the decoder when there is one.
+        self.hint = "; the decoder's Jacobian is not finite there" if from_decoder else ""
         self.parts: list[dict] = []
 
     def add(self, J: torch.Tensor, first_index: int) -> None:
@@ -183,13 +190,14 @@ class _Accumulator:
         part = run(J.detach(), "exact" if milp else self.solver, tol, self.return_v or milp, first_index)
         part["first_index"] = first_index
         if milp:  # the paper's program, on the CPU, replaces the engine's assignment
-            _raise_on_nonfinite([part])
+            _raise_on_nonfinite([part], self.hint)
             from .reference import signed_permutation_milp
             perm, signs, dist = signed_permutation_milp(part["V"].cpu().numpy())
             dev = part["V"].device
             part.update(perm=torch.from_numpy(np.ascontiguousarray(perm, dtype=np.int64)).to(dev),
                         signs=torch.from_numpy(np.ascontiguousarray(signs, dtype=np.int8)).to(dev),
                         distance=torch.from_numpy(np.ascontiguousarray(dist, dtype=np.float64)).to(dev))
+            part["flags"] = part["flags"] & (0xFF ^ _engine.FLAG_CERTIFIED)  # the certificate was the engine's
             if not self.return_v:
                 part["V"] = None
         self.parts.append(part)
@@ -199,7 +207,9 @@ class _Accumulator:
             out = _engine.dto_from_jacobians(J.cpu().numpy(), solver, self.gram_rcond, tol, want_v,
                                              self.threads or 0, first_index)
         except ValueError as err:
-            raise ValueError(f"{err}; the decoder's Jacobian is not finite there") from None
+            if "NaN or Inf" not in str(err):
+                raise
+            raise ValueError(f"{err}{self.hint}") from None
         return {k: None if x is None else torch.from_numpy(x) for k, x in zip(_PARTS, out)}
 
     def _run_cuda(self, J, solver, tol, want_v, first_index) -> dict:
@@ -226,7 +236,7 @@ class _Accumulator:
         summary = torch.stack([((flags & _engine.FLAG_NONFINITE) != 0).any().to(torch.float64),
                                dist.mean(), dist.std(correction=0)]).cpu()
         if summary[0] > 0:
-            _raise_on_nonfinite(self.parts)
+            _raise_on_nonfinite(self.parts, self.hint)
 
         def t(x):
             return None if x is None else x.to(device)
@@ -239,13 +249,13 @@ class _Accumulator:
             certified=t((flags & _engine.FLAG_CERTIFIED) > 0), solver=self.solver, V=t(cat["V"]))
 
 
-def _raise_on_nonfinite(parts: list[dict]) -> None:
+def _raise_on_nonfinite(parts: list[dict], hint: str) -> None:
     """Raises for the first sample flagged non-finite, numbered as the caller numbers its samples."""
     for part in parts:
         bad = (part["flags"] & _engine.FLAG_NONFINITE) != 0
         if bool(bad.any()):
             i = part["first_index"] + int(bad.nonzero()[0, 0])
-            raise ValueError(_nonfinite_message("J", i) + "; the decoder's Jacobian is not finite there")
+            raise ValueError(_nonfinite_message("J", i) + hint)
 
 
 def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exact",
@@ -256,7 +266,9 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
 
     Args:
         decoder: callable mapping ``(B, d)`` latents to ``(B, ...)`` outputs (an ``nn.Module`` or a
-            function); modules are evaluated in eval mode and their mode is restored afterwards.
+            function); modules, and the modules behind bound methods such as ``vae.decode``, are
+            evaluated in eval mode and their mode is restored afterwards. Samples must not interact
+            (each output row depends on its own latent only).
         latents: ``(N, d)`` float tensor (typically posterior means), on the decoder's device and dtype.
         active: which latent axes enter the Jacobian. ``None``: all. ``"auto"``: the paper's rule, axes
             whose standard deviation over ``latents`` exceeds 0.5. Or a boolean mask of length ``d``, or
@@ -266,8 +278,9 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             ``"milp"`` (the paper's L1 mixed-integer program solved by HiGHS per sample; slow, for
             cross-checks).
         chunk_size: latents per Jacobian chunk; by default derived from ``memory_budget``.
-        memory_budget: approximate working memory per chunk in bytes (default 512 MiB). Memory use is
-            bounded by the chunk, never by ``N``.
+        memory_budget: approximate working memory per chunk in bytes (default 512 MiB): the Jacobians
+            and the decoder's intermediate results (measured on calls with one and two latents), each
+            with its tangents. Memory use is bounded by the chunk, never by ``N``.
         return_v: also return the right singular vectors ``V`` (``(N, k, k)``).
         gram_rcond: samples with ``sigma_min / sigma_max`` below this are recomputed on ``J`` by QR plus
             one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample,
@@ -290,7 +303,7 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
     if d > MAX_DIM:
         raise ValueError(f"latents has d = {d} dimensions; the supported maximum is {MAX_DIM}")
     columns = _resolve_active(active, d, latents)
-    acc = _Accumulator(solver, gram_rcond, ambiguity_tol, return_v, threads)
+    acc = _Accumulator(solver, gram_rcond, ambiguity_tol, return_v, threads, from_decoder=True)
     for start, J in iter_jacobian_chunks(decoder, latents, columns, chunk_size=chunk_size,
                                          memory_budget=memory_budget):
         acc.add(J, start)
@@ -300,7 +313,8 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
 
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        # torch cannot view negative strides (e.g. a[::-1]); only those arrays are copied.
+        x = torch.from_numpy(x if all(s >= 0 for s in x.strides) else x.copy())
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
     return x.detach()
@@ -328,10 +342,12 @@ def dto_from_jacobians(J, *, active=None, solver: str = "exact", return_v: bool 
     d = J.shape[2]
     if d > MAX_DIM:
         raise ValueError(f"J has d = {d} latent dimensions; the supported maximum is {MAX_DIM}")
+    if not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     columns = _resolve_active(active, d, None)
-    if len(columns) != d:
+    if columns != list(range(d)):  # a subset, or all latents in another order
         J = J[:, :, columns]
-    acc = _Accumulator(solver, gram_rcond, ambiguity_tol, return_v, threads)
+    acc = _Accumulator(solver, gram_rcond, ambiguity_tol, return_v, threads, from_decoder=False)
     for start in range(0, J.shape[0], chunk_size):
         acc.add(J[start:start + chunk_size], start)
     return acc.result(columns, J.device)

@@ -11,11 +11,14 @@ Latents are processed in chunks, so memory is bounded by the chunk size, never b
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 __all__ = ["jacobians", "DEFAULT_MEMORY_BUDGET"]
 
@@ -23,7 +26,8 @@ __all__ = ["jacobians", "DEFAULT_MEMORY_BUDGET"]
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 # Forward-mode Jacobian memory per latent, in units of (d + 1) * n output elements: outputs and their
-# tangents, the Jacobian chunk handed to the engine, and room for intermediate activations.
+# tangents, the Jacobian chunk handed to the engine, and slack. The decoder's intermediate
+# activations (each carried with d tangents) are measured and added (see _probe).
 _BYTES_FACTOR = 4
 
 
@@ -41,14 +45,23 @@ def _check_latents(latents) -> torch.Tensor:
     if not bool(torch.isfinite(latents).all()):
         bad = int((~torch.isfinite(latents)).any(dim=1).nonzero()[0, 0])
         raise ValueError(f"latents contains NaN or Inf (first at row {bad})")
-    return latents.detach()
+    return latents.detach().contiguous()  # forward mode cannot make dual tensors of expanded ones
+
+
+def _module_of(decoder) -> torch.nn.Module | None:
+    """The module behind the decoder: itself, or the owner of a bound method such as ``vae.decode``."""
+    if isinstance(decoder, torch.nn.Module):
+        return decoder
+    owner = getattr(decoder, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
 
 
 def _check_decoder_device(decoder, latents: torch.Tensor) -> None:
     if not callable(decoder):
         raise TypeError(f"decoder must be callable (an nn.Module or a function), got {type(decoder).__name__}")
-    if isinstance(decoder, torch.nn.Module):
-        for name, p in decoder.named_parameters():
+    module = _module_of(decoder)
+    if module is not None:
+        for name, p in module.named_parameters():
             if p.device != latents.device:
                 raise ValueError(
                     f"decoder parameter '{name}' is on {p.device} but latents are on {latents.device}; "
@@ -62,10 +75,12 @@ def _check_decoder_device(decoder, latents: torch.Tensor) -> None:
 
 @contextmanager
 def _eval_mode(decoder):
-    """Evaluates a module in eval mode (BatchNorm statistics, no Dropout) and restores its mode."""
-    if isinstance(decoder, torch.nn.Module):
-        modes = [(m, m.training) for m in decoder.modules()]
-        decoder.eval()
+    """Evaluates a module (or a bound method's module) in eval mode (BatchNorm statistics, no Dropout)
+    and restores its mode."""
+    module = _module_of(decoder)
+    if module is not None:
+        modes = [(m, m.training) for m in module.modules()]
+        module.eval()
         try:
             yield
         finally:
@@ -109,8 +124,9 @@ def _jacobian_forward(f, z: torch.Tensor, basis: torch.Tensor):
 
 def _jacobian_double_vjp(f, z: torch.Tensor, basis: torch.Tensor):
     """Exact fallback when an op has no forward-mode rule: J t = d/du <J^T u, t> (two reverse passes)."""
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
+    # Autograd needs normal tensors: not inference mode, and not latents made in it.
+    with torch.inference_mode(False), torch.enable_grad():
+        zz = z.detach().clone().requires_grad_(True)
         y = f(zz)
         u = torch.zeros_like(y, requires_grad=True)
         (g,) = torch.autograd.grad(y, zz, u, create_graph=True)
@@ -118,10 +134,36 @@ def _jacobian_double_vjp(f, z: torch.Tensor, basis: torch.Tensor):
     return y.detach(), torch.stack(cols).detach()
 
 
-def chunk_size_for(n_outputs: int, n_columns: int, itemsize: int, memory_budget: int) -> int:
-    """Number of latents per chunk that keeps the forward-mode working set within memory_budget."""
-    per_sample = _BYTES_FACTOR * (n_columns + 1) * n_outputs * itemsize
-    return max(1, int(memory_budget // per_sample))
+def bytes_per_latent(n_outputs: int, n_columns: int, itemsize: int, activation_bytes: int = 0) -> int:
+    """Forward-mode working set per latent. ``activation_bytes``: bytes of the decoder's intermediate
+    results per latent (see ``_probe``); forward mode carries each with ``n_columns`` tangents."""
+    return (n_columns + 1) * (_BYTES_FACTOR * n_outputs * itemsize + activation_bytes)
+
+
+class _CountOutputBytes(TorchDispatchMode):
+    """Sums the bytes of every tensor the operations inside produce."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.total += sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def _probe(decoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The decoder's output on the first two latents, and the bytes its operations produce per latent:
+    the difference between that call and one on a single latent, so that batch-independent work
+    (weight transposes, constants) cancels. An upper bound on the activations alive at once, which is
+    what a chunk must leave room for (0 with a single latent: one chunk anyway)."""
+    counts = []
+    for batch in (1, 2) if latents.shape[0] >= 2 else (1,):
+        with _CountOutputBytes() as mode:
+            y = decoder(latents[:batch])
+        counts.append(mode.total)
+    return y, max(0, counts[-1] - counts[0])
 
 
 def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] | None = None, *,
@@ -138,16 +180,20 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
     columns = list(range(d)) if columns is None else [int(c) for c in columns]
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not (isinstance(memory_budget, (int, float)) and memory_budget > 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    if not (isinstance(memory_budget, (int, float)) and 0 < memory_budget < math.inf):
+        raise ValueError(f"memory_budget must be a positive, finite number of bytes, got {memory_budget!r}")
     f = _flat(decoder)
     use_forward = True
     with _eval_mode(decoder), torch.no_grad():
-        probe = _check_output(decoder(latents[:2]), min(N, 2))
+        probe, activation_bytes = _probe(decoder, latents)
+        probe = _check_output(probe, min(N, 2))
         n = probe[0].numel()
         if n == 0:
             raise ValueError("the decoder returns an empty output per sample")
-        B = chunk_size or chunk_size_for(n, len(columns), probe.element_size(), memory_budget)
+        per_latent = bytes_per_latent(n, len(columns), probe.element_size(), activation_bytes)
+        B = chunk_size or max(1, int(memory_budget // per_latent))
+        # Chunks this large fragment glibc's heap unless it is trimmed between them (see below).
+        trim = latents.device.type == "cpu" and min(B, N) * per_latent >= _TRIM_ABOVE_BYTES
         for start in range(0, N, B):
             z = latents[start:start + B]
             basis = torch.zeros((len(columns),) + tuple(z.shape), dtype=z.dtype, device=z.device)
@@ -160,7 +206,7 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
                     if not _is_missing_forward_rule(err):
                         raise
                     warnings.warn(
-                        "the decoder uses an operation without a forward-mode derivative "
+                        "the decoder cannot run under forward-mode AD with vmap "
                         f"({str(err).splitlines()[0][:200]}); computing exact Jacobians by the slower "
                         "double-vjp method instead", RuntimeWarning, stacklevel=3)
                     use_forward = False
@@ -170,9 +216,8 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
             if jt.shape[:2] != (len(columns), z.shape[0]):
                 raise ValueError(f"the decoder must keep the batch dimension: got Jacobian shape {tuple(jt.shape)}")
             yield start, jt.permute(1, 2, 0)
-            large = jt.device.type == "cpu" and jt.numel() * jt.element_size() >= _TRIM_ABOVE_BYTES
             del y, jt, basis  # before the next chunk is computed, not after
-            if large:
+            if trim:
                 _return_freed_memory()
 
 
@@ -210,10 +255,12 @@ def jacobians(decoder, latents: torch.Tensor, *, chunk_size: int | None = None,
 
     Args:
         decoder: any callable mapping a ``(B, d)`` tensor to a ``(B, ...)`` tensor, typically an
-            ``nn.Module``. Modules are evaluated in eval mode (mode restored afterwards).
+            ``nn.Module``. Modules (and the module of a bound method such as ``vae.decode``) are
+            evaluated in eval mode (mode restored afterwards).
         latents: ``(N, d)`` float tensor on the decoder's device and dtype.
         chunk_size: latents per forward-mode call; default chosen from ``memory_budget``.
-        memory_budget: approximate bytes of working memory per chunk (default 512 MiB).
+        memory_budget: approximate bytes of working memory per chunk (default 512 MiB), counting the
+            decoder's intermediate results as well as the Jacobians.
 
     Returns:
         ``(N, n, d)`` tensor, ``n`` the number of outputs per sample (the product of the decoder's

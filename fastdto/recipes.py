@@ -31,6 +31,7 @@ by a short reason.  Every value that shapes training must have an entry.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,8 @@ def validate_recipe(r: dict, source: str = "recipe") -> dict:
             fail(key, f"{why}, got {v!r}")
         return v
 
-    need("name", lambda v: isinstance(v, str) and v, "must be a non-empty string")
+    need("name", lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v) is not None,
+         "must be a non-empty string of letters, digits, '.', '_' and '-' (it names the run's folder)")
     need("dataset", lambda v: isinstance(v, str) and v, "must be a non-empty string")
     model = need("model", lambda v: v in MODELS, f"must be one of {', '.join(MODELS)}")
     need("input_dim", lambda v: _is_int(v) and v > 0, "must be a positive integer")

@@ -195,12 +195,15 @@ def generator_alignment(results) -> list[str]:
 
     lines = []
     for ds in sorted({r["dataset"] for r in results} & {"synth-lin", "synth-nonlin"}):
-        run_dir = next(r for r in results if r["dataset"] == ds)["run_dir"]
-        try:  # the data options (scale ratio, weight seed) are in the checkpoint's recipe
-            opts = dict(load_run(run_dir)[1].get("data") or {})
-        except OSError as err:
-            lines.append(f"- {ds}: skipped ({err})")
-            continue
+        first = next(r for r in results if r["dataset"] == ds)
+        settings = first.get("recipe_settings")  # the data options: scale ratio, weight seed
+        if settings is None:  # results written before recipe_settings: the checkpoint has the recipe
+            try:
+                settings = load_run(first["run_dir"])[1]
+            except Exception as err:  # noqa: BLE001 - a missing or damaged checkpoint skips this line only
+                lines.append(f"- {ds}: skipped (cannot read its checkpoint: {err})")
+                continue
+        opts = dict(settings.get("data") or {})
         f, _ = synth.generator(ds, opts.get("scale_ratio"), opts.get("weight_seed"))
         res = evaluate(f, synth.sample_factors(10_000, synth.TEST_SEED))
         lines.append(f"- {ds}: DtO of the generator itself {res.dto:.2f} ± {res.std:.2f} over 10,000 test factors")

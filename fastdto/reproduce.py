@@ -41,7 +41,10 @@ def random_baselines(datasets: list[str], out: Path, n_decoders: int) -> dict:
     from .metrics import random_decoder_baseline
 
     path = out / BASELINE_FILE
-    cache = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:  # a damaged cache is recomputed
+        cache = {}
     for ds in datasets:
         if ds not in cache or cache[ds]["settings"]["n_decoders"] != n_decoders:
             cache[ds] = random_decoder_baseline(f"{ds}-ae", n_decoders=n_decoders, n_samples=1000)

@@ -69,7 +69,11 @@ __all__ = ["main", "parse_seeds", "run_one", "Trainer", "FlatOptimizer", "UsageE
 
 LOG_EVERY = 500
 KL_SUBSET = 10_000
+# What a checkpoint must hold to resume from (Trainer.state_dict, plus the run's recipe).
+CHECKPOINT_KEYS = frozenset({"format", "model", "optimizer", "generator", "torch_rng", "epoch", "batch_in_epoch",
+                             "perm", "step", "history", "train_time", "batch_size", "seed", "recipe"})
 EVAL_SAMPLES = 10_000
+MIN_EVAL_SAMPLES = 100  # the disentanglement score's cross-validated neighbours need a few per fold
 EVAL_SUBSET_SEED = 0  # the held-out points evaluated are the same for every seed
 PROGRESS_SECONDS = 5.0
 GATHER_BYTES = 32 << 20  # inputs gathered per dataset.batch call in the hot loop
@@ -283,6 +287,8 @@ class Trainer:
             n += x.shape[0]
         entry: dict[str, Any] = {k: float(v) / n for k, v in sums.items()}
         mu = torch.cat(mus)
+        if not all(math.isfinite(entry[k]) for k in ("loss", "rec", "kl")) or not bool(torch.isfinite(mu).all()):
+            raise FloatingPointError(f"training diverged at step {self.step}: loss {entry['loss']}")
         if posts[0] is None:  # AE: no posterior variances
             active = metrics.active_latents(mu)
         else:
@@ -502,6 +508,10 @@ def _comparable(recipe: dict) -> dict:
     return {k: v for k, v in recipe.items() if k not in ("provenance",)}
 
 
+def _json_roundtrip(x):
+    return json.loads(json.dumps(x))
+
+
 def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.device,
             batch_size: int, eval_samples: int = EVAL_SAMPLES, force: bool = False,
             threads: int | None = None, stop=None, progress_interval: float = PROGRESS_SECONDS,
@@ -528,6 +538,11 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
         except (OSError, ValueError):
             prev = {}
         if prev.get("epochs") == epochs:
+            # Results written before recipe_settings existed are compared on the batch size only.
+            settings = prev.get("recipe_settings", _json_roundtrip(_comparable(recipe)))
+            if settings != _json_roundtrip(_comparable(recipe)) or prev.get("batch_size") != batch_size:
+                raise UsageError(f"{result_path} was made with a different recipe or batch size; "
+                                 f"use --force to redo it, or another --out")
             print(f"{label}: finished already ({result_path}); skipped (--force to redo)",
                   file=stream, flush=True)
             return None
@@ -540,6 +555,11 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
         raise UsageError(f"data for {recipe['dataset']!r} not found: {exc}") from None
     except (ValueError, TypeError) as exc:  # unknown dataset name or option
         raise UsageError(f"cannot load dataset {recipe['dataset']!r}: {exc}") from None
+    if len(train_set) == 0:
+        raise UsageError(f"the training split of {recipe['dataset']!r} is empty")
+    if len(test_set) < MIN_EVAL_SAMPLES:
+        raise UsageError(f"the test split of {recipe['dataset']!r} has {len(test_set)} examples; the final "
+                         f"evaluation needs at least {MIN_EVAL_SAMPLES}")
     if int(train_set.input_dim) != int(recipe["input_dim"]):
         raise UsageError(f"recipe {name!r} says input_dim = {recipe['input_dim']} but dataset "
                          f"{recipe['dataset']!r} has input_dim = {train_set.input_dim}")
@@ -561,6 +581,8 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
                 sd = torch.load(ckpt_path, map_location=device, weights_only=False)
             except Exception as exc:  # noqa: BLE001 - a damaged file is a user-level problem
                 raise UsageError(f"cannot read checkpoint {ckpt_path}: {exc}; use --force") from None
+            if not isinstance(sd, dict) or not CHECKPOINT_KEYS <= sd.keys():
+                raise UsageError(f"{ckpt_path} is not a fastdto checkpoint; use --force")
             if _comparable(sd.get("recipe", {})) != _comparable(recipe) or sd.get("batch_size") != batch_size:
                 raise UsageError(f"{ckpt_path} was made with a different recipe or batch size; "
                                  f"use --force to start over")
@@ -609,7 +631,8 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
         t_eval = time.perf_counter()
         res = evaluate_run(model, test_set, history, eval_samples)
         result = {
-            "recipe": name, "dataset": recipe["dataset"], "model": recipe["model"],
+            "recipe": name, "recipe_settings": _comparable(recipe), "dataset": recipe["dataset"],
+            "model": recipe["model"],
             "latent_dim": recipe["latent_dim"], "seed": seed, "epochs": epochs, "steps": tr.step,
             "batch_size": batch_size, "optimizer": recipe["optimizer"]["name"],
             "lr": recipe["optimizer"]["lr"], "beta": recipe.get("beta"), "loss": recipe["loss"],
@@ -718,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             v = getattr(args, opt)
             if v is not None and v <= 0:
                 raise UsageError(f"--{opt.replace('_', '-')} must be positive, got {v}")
+        if args.eval_samples < MIN_EVAL_SAMPLES:
+            raise UsageError(f"--eval-samples must be at least {MIN_EVAL_SAMPLES}, got {args.eval_samples}")
         seeds = parse_seeds(args.seeds)
         device = _resolve_device(args.device)
         recipes = [load_recipe(r) for r in list(args.recipes) + list(args.recipe)]

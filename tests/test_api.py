@@ -272,3 +272,106 @@ def test_jacobian_chunks_do_not_outlive_their_turn(mlp_decoder):
         del J
     assert len(refs) == 5
     assert max(alive_during_next) == 0, alive_during_next
+
+
+def test_chunks_leave_room_for_the_decoders_activations():
+    """A decoder much wider inside than at its output: chunks are sized from the activations its
+    operations produce (each carried with d tangents), not from the output alone."""
+    from fastdto.jacobian import iter_jacobian_chunks
+
+    torch.manual_seed(0)
+    dec = torch.nn.Sequential(torch.nn.Linear(4, 4096), torch.nn.Tanh(), torch.nn.Linear(4096, 3))
+    budget = 8 * 2**20
+    sizes = [J.shape[0] for _, J in iter_jacobian_chunks(dec, torch.randn(500, 4), memory_budget=budget)]
+    hidden_bytes = 2 * 4096 * 4  # the linear layer's and the tanh's outputs, float32
+    assert max(sizes) * 5 * hidden_bytes <= budget  # 5 = primal + 4 tangents
+    assert max(sizes) >= budget // (5 * 4 * hidden_bytes)  # not absurdly small either
+
+
+def test_bound_method_decoders_run_in_eval_mode():
+    """vae.decode (a bound method) gets the same treatment as the module: eval mode, buffers untouched."""
+    class VAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dec = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.BatchNorm1d(16), torch.nn.Tanh(),
+                                           torch.nn.Linear(16, 20))
+
+        def decode(self, z):
+            return self.dec(z)
+
+    torch.manual_seed(0)
+    vae = VAE()
+    vae.train()
+    with torch.no_grad():
+        vae.dec(torch.randn(64, 3) * 3)  # non-trivial running statistics
+    running = vae.dec[1].running_mean.clone()
+    z = torch.randn(12, 3)
+    a = fastdto.evaluate(vae.decode, z)
+    b = fastdto.evaluate(vae.decode, z, chunk_size=5)
+    c = fastdto.evaluate(vae.dec, z)
+    assert a.dto == pytest.approx(c.dto, rel=1e-6) and b.dto == pytest.approx(c.dto, rel=1e-6)  # float32 chunks
+    assert torch.equal(vae.dec[1].running_mean, running) and vae.training and vae.dec[1].training
+
+
+def test_odd_latents_and_inference_mode(mlp_decoder):
+    """Expanded (zero-stride) latents, inference tensors and inference mode, on both Jacobian paths."""
+    z = torch.randn(6, 4)
+    ref = fastdto.evaluate(mlp_decoder, z).per_sample
+    expanded = z[:1].expand(6, 4)
+    torch.testing.assert_close(fastdto.evaluate(mlp_decoder, expanded).per_sample, ref[:1].expand(6), rtol=0, atol=1e-5)
+
+    class Square(torch.autograd.Function):  # no forward-mode rule: the double-vjp path
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * ctx.saved_tensors[0] * g
+
+    f = lambda z: Square.apply(mlp_decoder(z))  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="double-vjp"):
+        base = fastdto.evaluate(f, z).per_sample
+    with torch.inference_mode():
+        zi = z.clone()
+    for run in (lambda: fastdto.evaluate(f, zi), lambda: fastdto.evaluate(f, z)):
+        with pytest.warns(RuntimeWarning, match="double-vjp"), torch.inference_mode():
+            torch.testing.assert_close(run().per_sample, base)
+
+
+def test_dto_from_jacobians_follows_the_order_of_active(rng):
+    J = torch.from_numpy(rng.standard_normal((5, 30, 3)))
+    order = [2, 0, 1]
+    res = fastdto.dto_from_jacobians(J, active=order, return_v=True)
+    ref = fastdto.dto_from_jacobians(J[:, :, order], return_v=True)
+    for name in ("permutation", "signs", "V", "per_sample"):
+        assert torch.equal(getattr(res, name), getattr(ref, name)), name
+    assert res.active.tolist() == order
+
+
+def test_more_inputs_and_clear_messages(rng, mlp_decoder):
+    J = rng.standard_normal((3, 20, 4))
+    flipped = J[:, ::-1]  # negative strides: copied, not refused
+    torch.testing.assert_close(fastdto.dto_from_jacobians(flipped).per_sample,
+                               fastdto.dto_from_jacobians(np.ascontiguousarray(flipped)).per_sample, rtol=0, atol=0)
+    for bad in (0, -1, None, 2.5):
+        with pytest.raises(ValueError, match="chunk_size"):
+            fastdto.dto_from_jacobians(J, chunk_size=bad)
+    with pytest.raises(ValueError, match="selects no latent"):
+        fastdto.dto_from_jacobians(J, active=[])
+    with pytest.raises(ValueError, match="active='auto' needs at least 2"):
+        fastdto.evaluate(mlp_decoder, torch.randn(1, 4), active="auto")
+    with pytest.raises(ValueError, match="finite"):
+        fastdto.evaluate(mlp_decoder, torch.randn(3, 4), memory_budget=float("inf"))
+    huge = torch.zeros(1, 1, 2).expand(1, 2**25, 2)  # no memory behind it
+    with pytest.raises(ValueError, match="exceed the supported maximum") as info:
+        fastdto.dto_from_jacobians(huge)
+    assert "not finite" not in str(info.value)
+    nan = J.copy()
+    nan[1, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN") as info:
+        fastdto.dto_from_jacobians(nan)
+    assert "decoder" not in str(info.value)  # no decoder involved here
+    milp = fastdto.evaluate(mlp_decoder, torch.randn(3, 4), solver="milp")
+    assert not milp.certified.any()  # the engine's certificate says nothing about the MILP's answer

@@ -223,6 +223,31 @@ def test_extreme_jacobian_scales(rng, scale):
     assert (res.per_sample > 0.5).any()  # not the identity that skipped rotations would give
 
 
+@pytest.mark.parametrize("tiny", [1e-100, 1e-160, 1e-170, 1e-200, 1e-250])
+def test_columns_of_very_different_scales(rng, tiny):
+    """One latent with a tiny but non-zero effect (a saturated unit, say) next to ordinary ones: the
+    Gram matrix loses that column, so the sample takes the SVD path, whose QR and Jacobi must not square
+    it (that underflowed and gave NaN). Against NumPy's SVD, which scales internally."""
+    J = rng.standard_normal((5, 30, 4))
+    J[:, :, 1] *= tiny
+    res = fastdto.dto_from_jacobians(J, return_v=True)
+    ref = reference.dto_reference(J)
+    assert res.svd_path.all() and torch.isfinite(res.per_sample).all()
+    np.testing.assert_allclose(res.per_sample.numpy(), ref["per_sample"], atol=1e-10)
+    sigma = res.singular_values.numpy()
+    np.testing.assert_allclose(sigma[:, :3], ref["sigma"][:, :3], rtol=1e-12)
+    # NumPy resolves the smallest only to eps * sigma_max; to first order in `tiny` it is `tiny` times
+    # the distance of column 1 from the span of the others (relative accuracy is Jacobi's strength).
+    for J_i, s_i in zip(J, sigma):
+        others = np.linalg.qr(np.delete(J_i, 1, axis=1))[0]
+        a = J_i[:, 1] / tiny
+        expected = tiny * np.linalg.norm(a - others @ (others.T @ a))
+        assert s_i[3] == pytest.approx(expected, rel=1e-10)
+    np.testing.assert_allclose(align_signs(res.V.numpy(), ref["V"]), ref["V"], atol=1e-10)
+    one = fastdto.dto_from_jacobians(np.array([[1e-165, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    assert one.per_sample.item() == 0.0 and one.singular_values[0, 1].item() == pytest.approx(1e-165, rel=1e-15)
+
+
 def test_fewer_outputs_than_latents(rng):
     J = rng.standard_normal((3, 2, 5))  # rank 2: three zero singular values
     res = fastdto.dto_from_jacobians(J)

@@ -300,6 +300,29 @@ def test_mig_permutation_invariant(seed):
     assert 0.0 <= a <= 1.0
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(30, 130))
+def test_mig_quantile_sign_flip_invariant(seed, n):
+    """Quantile bins of -z are those of z reversed, also when n_bins does not divide N (the floor of
+    rank * n_bins / N made the small bins land at one end). With an odd n_bins no point lies on a bin edge
+    (odd N and even n_bins put the middle one there)."""
+    r = np.random.default_rng(seed)
+    v = np.stack([r.integers(0, 3, n), r.integers(0, 4, n)], axis=1).astype(float)
+    v[:4] = np.arange(4)[:, None] % np.array([3, 4])
+    z = v + r.standard_normal(v.shape)
+    flipped = z * np.array([-1.0, 1.0])
+    a, b = mig(z, v, n_bins=7, estimator="quantile"), mig(flipped, v, n_bins=7, estimator="quantile")
+    assert a == pytest.approx(b, abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-100, 1e100, 1e160, 1e300])
+def test_score_ignores_the_scale_of_continuous_factors(rng, scale):
+    v = rng.uniform(size=(500, 2))
+    z = v @ np.array([[1.0, 0.3], [0.2, 1.0]]) + 0.05 * rng.standard_normal((500, 2))
+    base = disentanglement_score(z, v)
+    assert disentanglement_score(z, v * scale) == pytest.approx(base, abs=1e-12)
+
+
 # ------------------------------------------------------------- active and KL
 
 

@@ -209,6 +209,35 @@ def test_more_epochs_resumes_and_finished_runs_are_skipped(tmp_path, capsys):
     assert json.loads(res_file.read_text())["steps"] == 32
 
 
+def test_finished_runs_are_not_reused_for_other_settings(tmp_path, capsys):
+    rec = tiny_recipe(tmp_path, n=300)
+    out = tmp_path / "runs"
+    assert run_main(rec, out, "--epochs", "1") == 0
+    changed = tmp_path / "changed" / "tiny.toml"  # same recipe name, another learning rate
+    changed.parent.mkdir()
+    changed.write_text(rec.read_text().replace("lr = 0.001", "lr = 0.01"))
+    capsys.readouterr()
+    for recipe, extra in ((changed, ()), (rec, ("--batch-size", "32"))):
+        assert run_main(recipe, out, "--epochs", "1", *extra) == 2
+        assert "different recipe or batch size" in capsys.readouterr().err
+    assert run_main(rec, out, "--epochs", "1") == 0  # the same settings: skipped
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_divergence_and_too_small_evaluations_are_clear_errors(tmp_path, capsys):
+    rec = tiny_recipe(tmp_path, n=300)
+    wild = tmp_path / "wild.toml"
+    wild.write_text(rec.read_text().replace('name = "adam"', 'name = "sgd"').replace("lr = 0.001", "lr = 50.0"))
+    assert run_main(wild, tmp_path / "a") == 1
+    assert "training diverged at step" in capsys.readouterr().err
+    assert main(["--recipe", str(rec), "--out", str(tmp_path / "b"), "--eval-samples", "6"]) == 2
+    assert "--eval-samples must be at least" in capsys.readouterr().err
+    escape = tmp_path / "escape.toml"
+    escape.write_text(rec.read_text().replace('name = "tiny"', 'name = "../../escape"'))
+    assert run_main(escape, tmp_path / "c") == 2
+    assert "key 'name'" in capsys.readouterr().err
+
+
 def test_seeds_differ_and_are_separate_runs(tmp_path):
     rec = tiny_recipe(tmp_path, n=300)
     assert main(["--recipe", str(rec), "--out", str(tmp_path), "--device", "cpu", "--seeds", "0,1",

@@ -31,13 +31,14 @@ FASTDTO_HD int load_columns(const T* J, long long sr, long long sc, int n, int d
 }
 
 // Householder QR of X (n x d, column-major, destroyed). Writes the d x d upper-triangular
-// factor R (row-major; rows >= min(n, d) are zero).
+// factor R (row-major; rows >= min(n, d) are zero). Nothing here squares an entry of X: a column
+// far below the largest (X is scaled to max |x| < 1) would underflow, and the reflection turn NaN.
 FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
   for (int i = 0; i < d * d; ++i) R[i] = 0.0;
   const int m = n < d ? n : d;
   for (int k = 0; k < m; ++k) {
     double* xk = X + (long long)k * n;
-    double scale = 0.0;  // scaling keeps the norm free of overflow and underflow
+    double scale = 0.0;
     for (int r = k; r < n; ++r) scale = dmax(scale, dabs(xk[r]));
     if (scale == 0.0) {
       for (int j = k + 1; j < d; ++j) R[k * d + j] = X[(long long)j * n + k];
@@ -47,13 +48,16 @@ FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
     for (int r = k; r < n; ++r) { const double t = xk[r] / scale; ss += t * t; }
     const double norm = scale * sqrt(ss);
     const double alpha = xk[k] >= 0.0 ? -norm : norm;
-    xk[k] -= alpha;  // v = x - alpha e_k, stored in place
-    const double vtv = 2.0 * norm * (norm + dabs(xk[k] + alpha));  // ||v||^2 without cancellation
+    // The reflector u = (x - alpha e_k) / norm, stored in place: its entries are at most 2 in
+    // magnitude whatever the column's scale, and u.u = 2 (1 + |x_k| / norm), in [2, 4].
+    const double uu = 2.0 * (1.0 + dabs(xk[k]) / norm);
+    xk[k] -= alpha;
+    for (int r = k; r < n; ++r) xk[r] /= norm;
     for (int j = k + 1; j < d; ++j) {
       double* xj = X + (long long)j * n;
       double s = 0.0;
       for (int r = k; r < n; ++r) s += xk[r] * xj[r];
-      const double f = 2.0 * s / vtv;
+      const double f = 2.0 * s / uu;
       for (int r = k; r < n; ++r) xj[r] -= f * xk[r];
       R[k * d + j] = xj[k];
     }
@@ -61,9 +65,26 @@ FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
   }
 }
 
+// Largest magnitude in column j of the d x d row-major A.
+FASTDTO_HD double column_max(const double* A, int d, int j) {
+  double m = 0.0;
+  for (int k = 0; k < d; ++k) m = dmax(m, dabs(A[k * d + j]));
+  return m;
+}
+
+// Euclidean norm of column j, scaled by its largest magnitude m so no square underflows.
+FASTDTO_HD double column_norm(const double* A, int d, int j, double m) {
+  if (m == 0.0) return 0.0;
+  double ss = 0.0;
+  for (int k = 0; k < d; ++k) { const double t = A[k * d + j] / m; ss += t * t; }
+  return m * sqrt(ss);
+}
+
 // One-sided Jacobi on A (d x d row-major, destroyed): rotates column pairs until all are
 // mutually orthogonal to working precision. sigma (descending) are the column norms, and column k
-// of V (row-major) the matching right singular vector. Returns the sweeps used.
+// of V (row-major) the matching right singular vector. Returns the sweeps used. Each pair's sums
+// are taken over the columns divided by their largest magnitudes: columns whose scales differ by
+// more than 1e154 then neither underflow nor spin the sweeps on a test that can never pass.
 FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int max_sweeps = 60) {
   for (int i = 0; i < d; ++i)
     for (int j = 0; j < d; ++j) V[i * d + j] = (i == j) ? 1.0 : 0.0;
@@ -72,15 +93,23 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
     bool rotated = false;
     for (int p = 0; p < d - 1; ++p) {
       for (int q = p + 1; q < d; ++q) {
-        double a = 0.0, b = 0.0, g = 0.0;
+        const double mp = column_max(A, d, p), mq = column_max(A, d, q);
+        if (mp == 0.0 || mq == 0.0) continue;
+        double a = 0.0, b = 0.0, g = 0.0;  // of the scaled columns A_p / mp and A_q / mq
         for (int k = 0; k < d; ++k) {
-          const double x = A[k * d + p], y = A[k * d + q];
+          const double x = A[k * d + p] / mp, y = A[k * d + q] / mq;
           a += x * x; b += y * y; g += x * y;
         }
-        if (g == 0.0 || dabs(g) <= kEps64 * sqrt(a) * sqrt(b)) continue;  // a * b may underflow
+        if (g == 0.0 || dabs(g) <= kEps64 * sqrt(a) * sqrt(b)) continue;  // scale-free test
+        // zeta = (|A_q|^2 - |A_p|^2) / (2 A_p.A_q) in unscaled terms, and t = tan of the angle,
+        // about 1 / (2 zeta) when |zeta| is large (zeta^2 would overflow there). Only scales more
+        // than 1e308 apart make zeta infinite and t zero: then the pair is left as it is.
+        const double zeta = ((mq / mp) * b - (mp / mq) * a) / (2.0 * g);
+        const double az = dabs(zeta);
+        const double t = (zeta >= 0.0 ? 1.0 : -1.0) /
+                         (az <= 1.0 ? az + sqrt(1.0 + az * az) : az * (1.0 + sqrt(1.0 + (1.0 / az) / az)));
+        if (t == 0.0) continue;
         rotated = true;
-        const double zeta = (b - a) / (2.0 * g);
-        const double t = (zeta >= 0.0 ? 1.0 : -1.0) / (dabs(zeta) + sqrt(1.0 + zeta * zeta));
         const double c = 1.0 / sqrt(1.0 + t * t);
         const double s = c * t;
         for (int k = 0; k < d; ++k) {
@@ -95,11 +124,7 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
     }
     if (!rotated) break;
   }
-  for (int j = 0; j < d; ++j) {
-    double ss = 0.0;
-    for (int k = 0; k < d; ++k) ss += A[k * d + j] * A[k * d + j];
-    sigma[j] = sqrt(ss);
-  }
+  for (int j = 0; j < d; ++j) sigma[j] = column_norm(A, d, j, column_max(A, d, j));
   sort_descending_with_columns(sigma, V, d);
   return sweep;
 }

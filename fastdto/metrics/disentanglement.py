@@ -147,6 +147,10 @@ def disentanglement_score(
     cont = np.flatnonzero(~flags)
     disc = np.flatnonzero(flags)
     wc = w[:, cont]
+    # Each continuous factor divided by a power of two near its largest magnitude (exact): the score
+    # is scale-free, but squares of factors near 1e160 or 1e-170 would over- or underflow.
+    _, e = np.frexp(np.abs(wc).max(axis=0, initial=0.0))
+    wc = np.ldexp(wc, -e)
     sd = wc.std(axis=0)
     for i, kk in enumerate(cont):
         if not sd[i] > 0:

@@ -22,7 +22,7 @@ def discretize(x: np.ndarray, n_bins: int, estimator: str = "histogram") -> np.n
     ``"histogram"``: ``n_bins`` equal-width bins between the column's min and
     max (``np.histogram`` edges, then ``np.digitize`` against all edges but the
     last), exactly as disentanglement_lib does.  ``"quantile"``: equal-mass
-    bins from ranks (tied values share a bin).
+    bins from average ranks (tied values share a bin; sizes differ by at most one).
     """
     out = np.empty(x.shape, dtype=np.int64)
     for j in range(x.shape[1]):
@@ -31,8 +31,12 @@ def discretize(x: np.ndarray, n_bins: int, estimator: str = "histogram") -> np.n
             edges = np.histogram(col, bins=n_bins)[1]
             out[:, j] = np.digitize(col, edges[:-1]) - 1
         else:
-            ranks = rankdata(col, method="min") - 1
-            out[:, j] = (ranks * n_bins) // col.shape[0]
+            # Bin floor((r + 1/2) n_bins / N) of average rank r, in integers: reversing the column's
+            # order reverses the bins (a sign flip of a latent leaves MIG unchanged) except for a
+            # point exactly on a bin edge (the middle one when N is odd and n_bins even), and bin
+            # sizes differ by at most one. Tied values share a rank and so a bin.
+            twice_rank = (2 * rankdata(col, method="average")).astype(np.int64) - 2
+            out[:, j] = ((twice_rank + 1) * n_bins) // (2 * col.shape[0])
     return out
 
 
