@@ -104,8 +104,8 @@ def make_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) 
 def _mlp_spec(net: nn.Sequential) -> list[tuple[nn.Parameter, nn.Parameter, str]]:
     """(weight, bias, activation after the layer) per linear layer, for the hand-written passes.
 
-    Holds the Parameter objects themselves, which survive ``.to()``, ``load_state_dict`` and
-    re-pointing ``p.data`` (as the trainer's flat buffer does)."""
+    Holds the Parameter objects themselves, which survive re-pointing ``p.data`` (as the trainer's flat
+    buffer does); the models re-read them whenever parameters may have been replaced."""
     spec: list[list] = []
     for m in net:
         if isinstance(m, nn.Linear):
@@ -187,6 +187,19 @@ class _AutoencoderBase(nn.Module):
         self.__dict__["_decoder_view"] = (
             ProbabilityDecoder(self.decoder_net) if loss == "bernoulli" else self.decoder_net
         )
+        self._refresh_specs()
+        # load_state_dict(assign=True) and some conversions put new Parameter objects in place.
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module._refresh_specs())
+
+    def _refresh_specs(self) -> None:
+        """The Parameters the hand-written passes (fused_grad) read: re-read after any replacement."""
+        self._enc_spec = _mlp_spec(self.encoder_net)
+        self._dec_spec = _mlp_spec(self.decoder_net)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)  # .to(), .double(), to_empty(), ...
+        self._refresh_specs()
+        return out
 
     # -- likelihood -------------------------------------------------------------------------
     @property
@@ -232,8 +245,6 @@ class BetaVAE(_AutoencoderBase):
 
     def __init__(self, input_dim: int, latent_dim: int, **kw):
         super().__init__(input_dim, latent_dim, 2 * int(latent_dim), **kw)
-        self._enc_spec = _mlp_spec(self.encoder_net)
-        self._dec_spec = _mlp_spec(self.decoder_net)
 
     def encode(self, x: torch.Tensor):
         h = self.encoder_net(x)
@@ -291,8 +302,6 @@ class AE(_AutoencoderBase):
     def __init__(self, input_dim: int, latent_dim: int, **kw):
         kw["beta"] = 0.0
         super().__init__(input_dim, latent_dim, int(latent_dim), **kw)
-        self._enc_spec = _mlp_spec(self.encoder_net)
-        self._dec_spec = _mlp_spec(self.decoder_net)
 
     def encode(self, x: torch.Tensor):
         return self.encoder_net(x), None
@@ -323,17 +332,26 @@ class BetaVAESigma(_AutoencoderBase):
             raise ValueError(f"cholesky_diag must be 'exp' or 'softplus', got {cholesky_diag!r}")
         super().__init__(input_dim, d, d + d * (d + 1) // 2, **kw)
         self.cholesky_diag = cholesky_diag
-        rows, cols = torch.tril_indices(d, d, offset=-1)
-        flat = torch.cat([torch.arange(d) * (d + 1), rows * d + cols])  # diagonal first
-        self.register_buffer("_tril_flat_index", flat, persistent=False)
-        self._enc_spec = _mlp_spec(self.encoder_net)
-        self._dec_spec = _mlp_spec(self.decoder_net)
+        rows, cols = torch.tril_indices(d, d, offset=-1, device="cpu")  # also under a meta-device context
+        # Flat positions of L's entries in a row-major d x d matrix, diagonal first. A plain attribute
+        # copied per device, not a buffer: to_empty() would leave a buffer uninitialised, and a
+        # non-persistent one is not in the state dict to restore it.
+        self._tril_flat_cpu = torch.cat([torch.arange(d, device="cpu") * (d + 1), rows * d + cols])
+        self._tril_flat_on: dict = {}
+
+    def _tril_flat_index(self, device: torch.device) -> torch.Tensor:
+        idx = self._tril_flat_on.get(device)
+        if idx is None:
+            idx = self._tril_flat_on[device] = self._tril_flat_cpu.to(device)
+        return idx
 
     def _diag_and_log(self, raw: torch.Tensor):
         if self.cholesky_diag == "exp":
             return raw.exp(), raw
         diag = F.softplus(raw)
-        return diag, diag.log()
+        # log(softplus(raw)) = raw + log1p(-exp(raw) / 2 + ...): raw itself below -20, where softplus
+        # underflows in float32 long before its log would.
+        return diag, torch.where(raw < -20.0, raw, F.softplus(raw.clamp_min(-20.0)).log())  # both branches finite
 
     def cholesky_from_raw(self, raw: torch.Tensor):
         """(L (B, d, d), log of its diagonal (B, d)) from the encoder's last d(d+1)/2 outputs."""
@@ -341,7 +359,7 @@ class BetaVAESigma(_AutoencoderBase):
         diag, logdiag = self._diag_and_log(raw[:, :d])
         vals = torch.cat([diag, raw[:, d:]], dim=1)
         L = vals.new_zeros(vals.shape[0], d * d)
-        L = L.index_copy(1, self._tril_flat_index, vals)
+        L = L.index_copy(1, self._tril_flat_index(vals.device), vals)
         return L.view(-1, d, d), logdiag
 
     def encode(self, x: torch.Tensor):
@@ -390,14 +408,14 @@ class BetaVAESigma(_AutoencoderBase):
             h = enc[-1]
             mu = h[:, :d]
             vals = torch.cat([h[:, d:2 * d].exp(), h[:, 2 * d:]], 1)  # L entries, diagonal first
-            L = vals.new_zeros(B, d * d).index_copy_(1, self._tril_flat_index, vals).view(B, d, d)
+            L = vals.new_zeros(B, d * d).index_copy_(1, self._tril_flat_index(x.device), vals).view(B, d, d)
             eps = self._noise(mu, generator)
             z = torch.baddbmm(mu.unsqueeze(-1), L, eps.unsqueeze(-1)).squeeze(-1)
             dec = _mlp_forward(self._dec_spec, z)
             dz = _mlp_backward(self._dec_spec, dec, self._rec_grad(dec[-1], x, 1.0 / B), True)
             # rec: dL = dz eps^T (lower part); KL: beta/B * (mu, L, -1/L_jj); exp chain on diagonal
             outer = (dz.unsqueeze(2) * eps.unsqueeze(1)).view(B, d * d)
-            dvals = torch.index_select(outer, 1, self._tril_flat_index).add_(vals, alpha=kb)
+            dvals = torch.index_select(outer, 1, self._tril_flat_index(x.device)).add_(vals, alpha=kb)
             dvals[:, :d].mul_(vals[:, :d]).sub_(kb)
             dh = torch.cat([dz.add_(mu, alpha=kb), dvals], 1)
             _mlp_backward(self._enc_spec, enc, dh)

@@ -130,12 +130,16 @@ def validate_recipe(r: dict, source: str = "recipe") -> dict:
     model = need("model", lambda v: v in MODELS, f"must be one of {', '.join(MODELS)}")
     need("input_dim", lambda v: _is_int(v) and v > 0, "must be a positive integer")
     need("latent_dim", lambda v: _is_int(v) and v > 0, "must be a positive integer")
-    if model != "ae":
+    if model == "vae":  # the model fixes beta = 1; another value would be silently ignored
+        need("beta", lambda v: _is_num(v) and v == 1, "must be 1 for a vae (use model = 'beta-vae')")
+    elif model != "ae":
         need("beta", lambda v: _is_num(v) and v >= 0, "must be a non-negative number")
     elif "beta" in r and not (_is_num(r["beta"]) and r["beta"] >= 0):
         fail("beta", f"must be a non-negative number, got {r['beta']!r}")
     need("loss", lambda v: v in LOSSES, f"must be one of {', '.join(LOSSES)}")
     if "cholesky_diag" in r:
+        if model != "beta-vae-sigma":
+            fail("cholesky_diag", f"applies to model = 'beta-vae-sigma' only, not {model!r}")
         need("cholesky_diag", lambda v: v in ("exp", "softplus"), "must be 'exp' or 'softplus'")
     for side in ("encoder", "decoder"):
         need(side, lambda v: isinstance(v, dict), "must be a table")

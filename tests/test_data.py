@@ -239,6 +239,30 @@ def test_original_archive_loader(tmp_path):
         data.load("dsprites", root=bad)
 
 
+def test_batch_rejects_ambiguous_indices():
+    ds = data.load("synth-lin", n=10)
+    with pytest.raises(TypeError, match="bool"):
+        ds.batch(True)
+    for mask in (torch.tensor(True), torch.ones(2, 5, dtype=torch.bool), torch.ones(9, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="boolean batch mask"):
+            ds.batch(mask)
+    assert ds.batch(torch.arange(10) % 2 == 0).shape == (5, ds.input_dim)
+
+
+def test_original_archive_subsets_in_any_order(tmp_path, monkeypatch):
+    """Positions in any order, repeated, across read blocks: each image stays with its own factors."""
+    path = tmp_path / dsprites.ORIGINAL_FILENAME
+    imgs, values = _write_fake_original(path)
+    read = dsprites._read_original_images
+    monkeypatch.setattr(dsprites, "_read_original_images", lambda p, idx: read(p, idx, block=5))  # 3 blocks
+    pos = [11, 3, 7, 0, 7, 10]
+    ds = data.load("dsprites", split="all", root=path, subset=pos)
+    np.testing.assert_array_equal(ds.meta["grid_index"], pos)
+    np.testing.assert_array_equal(ds.batch(slice(None)).numpy().reshape(len(pos), 64, 64), imgs[pos])
+    np.testing.assert_array_equal(ds.factors.numpy(), values[pos].astype(np.float32))
+    assert len(data.load("dsprites", split="all", root=path, subset=[])) == 0
+
+
 # ----------------------------------------------------------------------------- IDX / MNIST family
 
 

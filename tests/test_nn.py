@@ -136,8 +136,43 @@ def test_fused_grad_softplus_sigma_falls_back():
         torch.testing.assert_close(p.grad, r)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_grad_follows_replaced_parameters(kind):
+    """load_state_dict(assign=True) and building on the meta device then to_empty() put new tensors in
+    place: the hand-written pass must use them (it held the old Parameters) and agree with autograd."""
+    torch.manual_seed(4)
+    ref = build_model(small_recipe(kind, beta=0.7))
+    with torch.device("meta"):
+        m = build_model(small_recipe(kind, beta=0.7))
+    m = m.to_empty(device="cpu")
+    m.load_state_dict(ref.state_dict())
+    other = build_model(small_recipe(kind, beta=0.7))
+    other.load_state_dict(ref.state_dict(), assign=True)
+    x = torch.rand(6, 7)
+    ref.zero_grad()
+    ref.loss(x, torch.Generator().manual_seed(5))["loss"].backward()
+    for model in (m, other):
+        model.fused_grad(x, torch.Generator().manual_seed(5))
+        for p, r in zip(model.parameters(), ref.parameters()):
+            assert p.grad is not None
+            torch.testing.assert_close(p.grad, r.grad, rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------
 # beta-VAE_Sigma
+
+
+def test_sigma_softplus_kl_stays_finite_for_tiny_diagonals():
+    """softplus(raw) underflows float32 below raw = -103; log L_jj must not (it is raw there)."""
+    m = build_model(small_recipe("beta-vae-sigma", d=2, cholesky_diag="softplus"))
+    raw = torch.tensor([[-120.0, -30.0, 0.5]], requires_grad=True)
+    L, logdiag = m.cholesky_from_raw(raw)
+    kl = m.kl_per_sample(torch.zeros(1, 2), L, logdiag)
+    ref = m.double().cholesky_from_raw(raw.detach().double())
+    expected = m.kl_per_sample(torch.zeros(1, 2, dtype=torch.float64), *ref)
+    assert kl.item() == pytest.approx(expected.item(), rel=1e-6)
+    kl.sum().backward()
+    assert torch.isfinite(raw.grad).all()
 
 
 @pytest.mark.parametrize("diag", ["exp", "softplus"])
@@ -375,6 +410,11 @@ def test_recipe_errors(tmp_path):
     r = dict(good, provenance={k: v for k, v in good["provenance"].items() if k != "optimizer.lr"})
     with pytest.raises(ValueError, match="provenance.optimizer.lr"):
         validate_recipe(r)
+    for r, word in [(dict(good, model="vae", beta=4.0), "must be 1 for a vae"),
+                    (dict(good, cholesky_diag="exp"), "beta-vae-sigma"),
+                    (dict(good, name="../out"), "'name'")]:
+        with pytest.raises(ValueError, match=word):
+            validate_recipe(r)
     r = dict(good, provenance=dict(good["provenance"], beta="because"))
     with pytest.raises(ValueError, match="provenance.beta"):
         validate_recipe(r)

@@ -113,6 +113,9 @@ class Dataset:
         """Normalise an index into something that selects rows of x_raw, keeping a batch axis."""
         if isinstance(index, slice):
             return index
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError("batch index must not be a bool (True would select row 1); pass a boolean mask "
+                            "of length N or integer indices")
         if isinstance(index, (int, np.integer)):
             return torch.tensor([int(index)], dtype=torch.long, device=self.x_raw.device)
         if isinstance(index, torch.Tensor):
@@ -122,6 +125,8 @@ class Dataset:
         if t.numel() == 0:
             return torch.empty(0, dtype=torch.long, device=self.x_raw.device)
         if t.dtype == torch.bool:
+            if t.shape != (len(self),):
+                raise ValueError(f"a boolean batch mask must have shape ({len(self)},), got {tuple(t.shape)}")
             return t.to(self.x_raw.device)
         if t.dtype.is_floating_point or t.dtype.is_complex:
             raise TypeError(f"batch index must hold integers or booleans, got dtype {t.dtype}")

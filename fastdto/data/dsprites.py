@@ -319,6 +319,8 @@ def _apply_subset(idx: np.ndarray, subset, seed: int) -> np.ndarray:
         pick = np.random.default_rng(int(seed) + 1).choice(idx.size, size=n, replace=False)
         return idx[np.sort(pick)]
     pos = np.asarray(subset).reshape(-1)
+    if pos.size == 0:
+        return idx[:0]
     if pos.dtype == bool or not np.issubdtype(pos.dtype, np.integer):
         raise TypeError("subset must be an int or a sequence of integer positions within the split")
     if pos.size and (pos.min() < -idx.size or pos.max() >= idx.size):
@@ -378,7 +380,13 @@ def _read_exact(fp, nbytes: int) -> bytes:
 
 
 def _read_original_images(path: str, idx: np.ndarray, block: int = 8192) -> np.ndarray:
-    """Stream ``imgs`` out of the npz, keeping only rows ``idx`` (sorted), bit-packed."""
+    """Stream ``imgs`` out of the npz, keeping rows ``idx`` (any order, repeats allowed), bit-packed."""
+    rows, order = np.unique(idx, return_inverse=True)  # read in file order, hand back in idx's
+    packed, hw, n = _read_sorted_rows(path, rows, block)
+    return packed[order.reshape(-1)], hw, n
+
+
+def _read_sorted_rows(path: str, idx: np.ndarray, block: int):
     with zipfile.ZipFile(path) as zf:
         if "imgs.npy" not in zf.namelist():
             raise ValueError(f"{path}: no 'imgs' array in the archive")
