@@ -43,10 +43,12 @@ ASSUMPTIONS = [
     "The nearest signed permutation is exact (Hungarian assignment); it equals the paper's MILP optimum.",
     "The disentanglement score is our reconstruction of the supplement's adjusted MIG (1-D 5-NN probes, 5-fold "
     "cross-validation, best minus second-best latent, mean over factors); see fastdto.metrics.disentanglement_score.",
-    "Random decoders: PyTorch's default initialisation of the AE recipe's decoder, latents z ~ N(0, I), 1000 "
-    "points, 10 decoders. The paper's baseline construction is unknown.",
+    "Random decoders: PyTorch's default initialisation of the AE recipe's decoder, latents z ~ N(0, I) "
+    "({random_settings}). The paper's baseline construction is unknown.",
     "Delta_KL is evaluated every 500 batches on a fixed 10,000-point training subset, the active set recomputed "
-    "at each check; the polarised fraction counts training steps from 0 to the end.",
+    "at each check; the polarised fraction counts training steps from 0 to the end. A polarised fraction "
+    "counts as disagreeing with the paper's when it is more than 5 percentage points away (the paper gives "
+    "no spread).",
     "dSprites is generated procedurally (same factor grid as the original file, sprite shapes drawn by us); "
     "synthetic tasks use fixed seeds (see fastdto.data).",
 ]
@@ -70,9 +72,24 @@ def collect(runs_dir: Path) -> list[dict]:
     return results
 
 
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def _stats(values):
-    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
+    """(mean, population std, count) of the finite values; a cell's n says how many there were."""
+    v = np.asarray([x for x in values if _finite(x)], dtype=float)
     return (float(v.mean()), float(v.std()), len(v)) if len(v) else None
+
+
+def longest_runs(results) -> tuple[list[dict], list[dict]]:
+    """Per cell (dataset, variant), the runs at the cell's largest number of epochs, and the others:
+    runs of different lengths are not averaged together."""
+    top = defaultdict(int)
+    for r in results:
+        top[(r["dataset"], r["variant"])] = max(top[(r["dataset"], r["variant"])], r["epochs"])
+    kept = [r for r in results if r["epochs"] == top[(r["dataset"], r["variant"])]]
+    return kept, [r for r in results if r["epochs"] != top[(r["dataset"], r["variant"])]]
 
 
 def _fmt(st, pct=False):
@@ -136,7 +153,11 @@ LIKELY_CAUSES = [
      "decoder towards the axes or away from them; where it ends up depends on the training dynamics (Adagrad "
      "scales each parameter on its own, and the Cholesky factor starts near diagonal, as a diagonal "
      "posterior would), which the paper does not describe."),
-    (lambda ds, v: True,
+    (lambda ds, v: v == "random",
+     "Random decoders: the paper does not say how its untrained decoders were initialised or at which latents "
+     "they were evaluated; ours use PyTorch's default initialisation and z ~ N(0, I), and DtO of an untrained "
+     "network depends on both (its singular directions are fixed by the weights' distribution)."),
+    (lambda ds, v: v != "random",
      "Unknowns of the training setup: batch size, initialisation, number of restarts, and which points DtO is "
      "evaluated at."),
     (lambda ds, v: v == "ae",
@@ -145,12 +166,18 @@ LIKELY_CAUSES = [
 ]
 
 
-def discrepancies(results, paper) -> list[str]:
+def discrepancies(results, paper, baselines=None) -> list[str]:
     """Cells whose mean falls outside the paper's interval, with the likely causes we know of."""
     cells = defaultdict(list)
     for r in results:
         cells[(r["dataset"], r["variant"])].append(r)
     lines, disagreeing = [], set()
+    for ds, b in sorted((baselines or {}).items()):
+        p = ((paper["table2"].get(DATASET_KEYS.get(ds, ""), {}) or {}).get("random_decoder") or {}).get("dto")
+        if _outside((b["dto"], b["std"], len(b["per_decoder"])), p):
+            lines.append(f"- {ds} random decoders: DtO {b['dto']:.2f} ± {b['std']:.2f} (n={len(b['per_decoder'])}) "
+                         f"against the paper's {p[0]:.2f} ± {p[1]:.2f}")
+            disagreeing.add((ds, "random"))
     for (ds, v), rs in sorted(cells.items()):
         before = len(lines)
         pcell = (paper["table2"].get(DATASET_KEYS.get(ds, ""), {}) or {}).get(PAPER_KEYS.get(v, ""), None) or {}
@@ -211,7 +238,7 @@ def generator_alignment(results) -> list[str]:
         lines.append("")
         lines.append("A beta-VAE's decoder follows the data's local principal directions, so its disentanglement "
                      "depends on how far those lie from the factor axes: 0 means they are the axes, and the "
-                     "average over random 2-D rotations is 0.54.")
+                     "average over random 2-D rotations is 0.55.")
     return lines
 
 
@@ -221,26 +248,28 @@ def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
     import matplotlib.pyplot as plt
 
     # Runs with 10 latents are left out: their all-latent DtO is dominated by the passive axes.
-    pts = [r for r in results if r.get("disentanglement") is not None and r.get("dto") is not None
+    pts = [r for r in results if _finite(r.get("disentanglement")) and _finite(r.get("dto"))
            and not r["variant"].endswith("-d10")]
     if not pts:
         return None, []
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     epochs = np.array([r["epochs"] for r in pts], dtype=float)
     by_epochs = epochs.min() < epochs.max()  # colour by training length only when it varies
-    markers = dict(zip(DATASET_KEYS, "osD^v"))
+    markers = dict(zip(VARIANTS, "osD^"))  # the variant by marker, the dataset in the legend
     sc = None
     for ds in DATASET_KEYS:
-        sel = [i for i, r in enumerate(pts) if r["dataset"] == ds]
-        if sel:
+        for v in VARIANTS:
+            sel = [i for i, r in enumerate(pts) if r["dataset"] == ds and r["variant"] == v]
+            if not sel:
+                continue
             colour = dict(c=epochs[sel], cmap="viridis", vmin=epochs.min(), vmax=epochs.max()) if by_epochs else {}
             sc = ax.scatter([pts[i]["dto"] for i in sel], [pts[i]["disentanglement"] for i in sel],
-                            marker=markers[ds], label=ds, edgecolors="k", linewidths=0.3, **colour)
+                            marker=markers[v], label=f"{ds} {v}", edgecolors="k", linewidths=0.3, **colour)
     if by_epochs:
         fig.colorbar(sc, ax=ax, label="epochs")
     ax.set_xlabel("DtO (lower: latent axes closer to singular directions)")
     ax.set_ylabel("disentanglement score")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the points, not over them
     ax.set_title("DtO against disentanglement, one point per run"
                  + ("" if by_epochs else f" ({int(epochs[0])} epochs)"), fontsize=10)
     fig.tight_layout()
@@ -270,7 +299,8 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000, data_ro
     best = {}
     for r in results:
         k = (r["dataset"], r["variant"])
-        if (Path(r["run_dir"]) / "checkpoint.pt").exists() and (k not in best or r["dto"] < best[k]["dto"]):
+        if (_finite(r.get("dto")) and (Path(r["run_dir"]) / "checkpoint.pt").exists()
+                and (k not in best or r["dto"] < best[k]["dto"])):
             best[k] = r
     if not best:
         return []
@@ -322,7 +352,7 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000, data_ro
 
 
 def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) -> Path:
-    results = collect(runs_dir)
+    results, shorter = longest_runs(collect(runs_dir))
     if not results:
         raise FileNotFoundError(f"no run results (*/seed*/result.json) under {runs_dir}")
     base_path = runs_dir / "random_decoder.json"
@@ -335,13 +365,17 @@ def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) ->
           f"(± {ROUNDING} rounding allowance). Nothing is tuned to match.", "",
           "## Table 2: DtO and disentanglement", ""]
     md += table2(results, baselines, paper)
-    md += ["", "Epochs per cell: " + ", ".join(sorted({f"{r['recipe']} {r['epochs']}" for r in results})), "",
+    md += ["", "Epochs per cell: " + ", ".join(sorted({f"{r['recipe']} {r['epochs']}" for r in results})) + "."]
+    if shorter:
+        md += ["Left out, as shorter than their cell's longest runs: " + ", ".join(
+            sorted(f"{r['recipe']} seed {r['seed']} ({r['epochs']} epochs)" for r in shorter)) + "."]
+    md += ["",
            "## Table 1: polarised regime (share of training with Delta_KL < 3% until the end)", ""]
     md += table1(results, paper)
     gen = generator_alignment(results)
     if gen:
         md += ["", "## Synthetic tasks: how the factors sit in their data", ""] + gen
-    disc = discrepancies(results, paper)
+    disc = discrepancies(results, paper, baselines)
     if disc:
         md += ["", "## Where we disagree with the paper", ""] + disc
     fig, corr = figure4(results, out_dir)
@@ -353,7 +387,11 @@ def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) ->
         extra = [f"(spectra and traversals skipped: {err})"]
     if extra:
         md += ["", "## Spectra and traversals", ""] + extra
-    md += ["", "## Assumptions where the paper is silent", ""] + [f"- {a}" for a in ASSUMPTIONS]
+    settings = sorted({(str(b.get("settings", {}).get("n_samples", "?")), str(b.get("settings", {}).get("n_decoders", "?")))
+                       for b in baselines.values()})
+    random_settings = "; ".join(f"{n} points, {k} decoders" for n, k in settings) or "none computed"
+    md += ["", "## Assumptions where the paper is silent", ""] + [
+        f"- {a}".replace("{random_settings}", random_settings) for a in ASSUMPTIONS]
     path = out_dir / "report.md"
     atomic_text(path, "\n".join(md) + "\n")
     return path

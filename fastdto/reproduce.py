@@ -23,6 +23,7 @@ TASKS = {
 }
 GROUPS = {"synth": ["synth-lin", "synth-nonlin"], "fashion_mnist": ["fashion-mnist"], "all": list(TASKS)}
 BASELINE_FILE = "random_decoder.json"
+RANDOM_DECODER_POINTS = 1000  # latents z ~ N(0, I) per untrained decoder
 
 
 def expand_tasks(spec: str) -> list[str]:
@@ -46,8 +47,10 @@ def random_baselines(datasets: list[str], out: Path, n_decoders: int) -> dict:
     except ValueError:  # a damaged cache is recomputed
         cache = {}
     for ds in datasets:
-        if ds not in cache or cache[ds]["settings"]["n_decoders"] != n_decoders:
-            cache[ds] = random_decoder_baseline(f"{ds}-ae", n_decoders=n_decoders, n_samples=1000)
+        settings = (cache.get(ds) or {}).get("settings", {})
+        if (settings.get("recipe"), settings.get("n_decoders"), settings.get("n_samples")) != (
+                f"{ds}-ae", n_decoders, RANDOM_DECODER_POINTS):
+            cache[ds] = random_decoder_baseline(f"{ds}-ae", n_decoders=n_decoders, n_samples=RANDOM_DECODER_POINTS)
             print(f"random decoders, {ds}: DtO {cache[ds]['dto']:.3f} ± {cache[ds]['std']:.3f}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_json(path, cache, indent=1)
@@ -85,26 +88,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from . import train
 
-    out = Path(args.out)
+    cells = [(ds, v) for ds in datasets for v in TASKS[ds] if variants is None or v in variants]
     for ds in datasets:
-        for variant in TASKS[ds]:
-            if variants is not None and variant not in variants:
-                continue
-            argv_train = [f"{ds}-{variant}", "--seeds", f"0-{args.seeds - 1}", "--out", str(out)]
-            if args.epochs is not None:
-                argv_train += ["--epochs", str(args.epochs)]
-            if args.device:
-                argv_train += ["--device", args.device]
-            if args.data_root:
-                argv_train += ["--data-root", args.data_root]
-            code = train.main(argv_train)
-            if code != 0:
-                return code
+        if not any(c[0] == ds for c in cells):
+            print(f"fastdto.reproduce: warning: no cell of {ds} among --variants {args.variants} "
+                  f"(its variants: {', '.join(TASKS[ds])})", file=sys.stderr)
+    if not cells:
+        print("fastdto.reproduce: nothing to train", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    failed = []  # (cell, exit status): the other cells still run, and the report shows what finished
+    for ds, variant in cells:
+        argv_train = [f"{ds}-{variant}", "--seeds", f"0-{args.seeds - 1}", "--out", str(out)]
+        if args.epochs is not None:
+            argv_train += ["--epochs", str(args.epochs)]
+        if args.device:
+            argv_train += ["--device", args.device]
+        if args.data_root:
+            argv_train += ["--data-root", args.data_root]
+        code = train.main(argv_train)
+        if code >= 128:  # interrupted by a signal: stop here (the run resumes next time)
+            return code
+        if code != 0:
+            failed.append((f"{ds}-{variant}", code))
     random_baselines(datasets, out, args.random_decoders)
-    if not args.no_report:
+    status = 0
+    if not args.no_report and len(failed) < len(cells):
         from . import report
-        return report.main([str(out)] + (["--data-root", args.data_root] if args.data_root else []))
-    return 0
+        status = report.main([str(out)] + (["--data-root", args.data_root] if args.data_root else []))
+    if failed:
+        print("fastdto.reproduce: these cells failed (see the messages above): "
+              + ", ".join(f"{c} (exit {code})" for c, code in failed), file=sys.stderr)
+        return failed[0][1]
+    return status
 
 
 if __name__ == "__main__":

@@ -36,6 +36,32 @@ def test_report_tables_marks_and_figure(tmp_path):
     assert "synth-lin beta-vae: DtO" not in md  # inside the paper's interval: not listed
 
 
+def test_report_keeps_cells_to_one_length_and_lists_random_decoders(tmp_path):
+    write_run(tmp_path, "synth-lin-beta-vae", "synth-lin", 0, 0.01, 0.99, epochs=600)
+    write_run(tmp_path, "synth-lin-beta-vae", "synth-lin", 1, 0.5, 0.5, epochs=20)  # shorter: left out
+    write_run(tmp_path, "synth-lin-beta-vae", "synth-lin", 2, float("nan"), 0.98, epochs=600)
+    (tmp_path / "random_decoder.json").write_text(json.dumps(
+        {"synth-lin": {"dto": 1.9, "std": 0.1, "per_decoder": [1.8, 2.0],
+                       "settings": {"n_decoders": 2, "n_samples": 300}}}))
+    assert report.main([str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| synth-lin | DtO ↓"))
+    assert "0.01 ± 0.00 (n=1)" in row  # the NaN run counts in no mean, the 20-epoch run in no cell
+    assert "synth-lin-beta-vae seed 1 (20 epochs)" in md
+    assert "- synth-lin random decoders: DtO 1.90 ± 0.10 (n=2) against the paper's" in md
+    assert "300 points, 2 decoders" in md
+
+
+def test_reproduce_goes_on_after_a_failing_cell(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FASTDTO_MNIST_DIR", str(tmp_path / "no-mnist-here"))
+    code = reproduce.main(["--tasks", "synth-lin,mnist", "--variants", "ae", "--seeds", "1", "--epochs", "1",
+                           "--random-decoders", "2", "--out", str(tmp_path / "runs")])
+    assert code == 2
+    assert "mnist-ae (exit 2)" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "synth-lin-ae" / "seed0" / "result.json").exists()
+    assert "| synth-lin | DtO ↓" in (tmp_path / "runs" / "report.md").read_text()
+
+
 def test_report_without_runs_exits_2(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no run results" in capsys.readouterr().err
