@@ -64,9 +64,18 @@ void raise_on_nonfinite(const py::array_t<uint8_t>& flags, const char* name, lon
                             "] contains NaN or Inf");
 }
 
+void check_threads(int threads) {
+  if (threads < 0 || threads > cpu::kMaxThreads)
+    throw py::value_error("threads must lie in [0, " + std::to_string(cpu::kMaxThreads) +
+                          "] (0: OpenMP's default), got " + std::to_string(threads));
+}
+
 py::tuple dto_from_jacobians(const py::array& J, const std::string& solver, double gram_rcond,
                              double ambiguity_tol, bool return_v, int threads, long long first_index) {
   const StridedBatch b = as_batch(J, "J", "(N, n, d)");
+  check_threads(threads);
+  if (first_index < 0 || first_index > LLONG_MAX - b.count)
+    throw py::value_error("first_index must be >= 0 and leave room for the batch's indices");
   if (!(gram_rcond >= 0.0 && gram_rcond <= 1.0))
     throw py::value_error("gram_rcond must lie in [0, 1]");
   if (!(ambiguity_tol >= 0.0 && ambiguity_tol < 1.0))
@@ -95,6 +104,7 @@ py::tuple dto_from_jacobians(const py::array& J, const std::string& solver, doub
 }
 
 py::tuple signed_permutations(const py::array& V, const std::string& solver, int threads) {
+  check_threads(threads);
   const StridedBatch b = as_batch(V, "V", "(N, d, d)");
   if (b.rows != b.cols)
     throw py::value_error("V must hold square matrices, got " + std::to_string(b.rows) + " x " +
@@ -120,6 +130,7 @@ py::tuple signed_permutations(const py::array& V, const std::string& solver, int
 PYBIND11_MODULE(_fastdto_engine, m) {
   m.doc() = "fastdto's compiled engine (use the fastdto package, not this module directly)";
   m.attr("MAX_DIM") = kMaxDim;
+  m.attr("MAX_THREADS") = cpu::kMaxThreads;
   m.attr("FLAG_AMBIGUOUS") = (int)kFlagAmbiguous;
   m.attr("FLAG_SVD_PATH") = (int)kFlagSvdPath;
   m.attr("FLAG_NONFINITE") = (int)kFlagNonFinite;

@@ -108,6 +108,15 @@ class DtOResult:
                 f"ambiguous={int(self.ambiguous.sum())}, svd_path={int(self.svd_path.sum())}, solver='{self.solver}')")
 
 
+MAX_THREADS = _engine.MAX_THREADS
+
+
+def _check_threads(threads) -> None:
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
+                                    and 1 <= threads <= MAX_THREADS):
+        raise ValueError(f"threads must be None or an integer in [1, {MAX_THREADS}], got {threads!r}")
+
+
 def _check_solver(solver) -> str:
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
@@ -283,12 +292,14 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             with its tangents. Memory use is bounded by the chunk, never by ``N``.
         return_v: also return the right singular vectors ``V`` (``(N, k, k)``).
         gram_rcond: samples with ``sigma_min / sigma_max`` below this are recomputed on ``J`` by QR plus
-            one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample,
-            ``0`` never). Samples whose Gram matrix would under- or overflow float64 (``J`` of scale
-            below about 1e-135 or above 1e150) always take that path, on ``J`` scaled by a power of two.
+            one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample
+            with more than one latent (with one, ``V = [1]`` exactly), ``0`` never). Samples whose Gram
+            matrix would under- or overflow float64 (``J`` of scale below about 1e-135 or above 1e150)
+            always take that path, on ``J`` scaled by a power of two.
         ambiguity_tol: relative singular-value gap at or below which ``V`` counts as not unique
             (``ambiguous``); default ``sqrt(eps)`` of the Jacobian's dtype.
-        threads: CPU engine threads (default: OpenMP's default; unused when the GPU engine runs).
+        threads: CPU engine threads, 1 to 1024 (default: OpenMP's default; never more than there are
+            samples; unused when the GPU engine runs).
 
     Returns:
         :class:`DtOResult` with tensors on ``latents.device``. On a CUDA device the CUDA engine runs when
@@ -296,6 +307,7 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
     """
     _check_solver(solver)
     _check_tolerances(gram_rcond, ambiguity_tol)
+    _check_threads(threads)
     if not isinstance(return_v, bool):
         raise TypeError("return_v must be a bool")
     latents = _check_latents(latents)
@@ -330,6 +342,7 @@ def dto_from_jacobians(J, *, active=None, solver: str = "exact", return_v: bool 
     """
     _check_solver(solver)
     _check_tolerances(gram_rcond, ambiguity_tol)
+    _check_threads(threads)
     J = _as_tensor(J, "J")
     if J.ndim == 2:
         J = J[None]
@@ -360,6 +373,7 @@ def nearest_signed_permutation(V, *, solver: str = "exact", threads: int | None 
     :func:`evaluate`. Results are on ``V``'s device.
     """
     _check_solver(solver)
+    _check_threads(threads)
     V = _as_tensor(V, "V")
     single = V.ndim == 2
     if single:

@@ -172,6 +172,12 @@ def test_bad_options(mlp_decoder):
         fastdto.evaluate(mlp_decoder, z, chunk_size=0)
     with pytest.raises(ValueError, match="memory_budget"):
         fastdto.evaluate(mlp_decoder, z, memory_budget=-5)
+    for bad in (0, -1, 1025, 100_000, True, 2.5):
+        with pytest.raises(ValueError, match="threads"):
+            fastdto.evaluate(mlp_decoder, z, threads=bad)
+        with pytest.raises(ValueError, match="threads"):
+            fastdto.nearest_signed_permutation(np.eye(3), threads=bad)
+    assert fastdto.evaluate(mlp_decoder, z, threads=1024).per_sample.shape == (5,)  # team of 2, not 1024
 
 
 def test_bad_jacobians_and_V():
@@ -224,6 +230,12 @@ def test_engine_validates_on_its_own():
         engine.signed_permutations(np.ones((1, 3, 2)), "exact")
     with pytest.raises(TypeError, match="float32 or float64"):
         engine.signed_permutations(np.ones((1, 2, 2), dtype=">f8"), "exact")
+    with pytest.raises(ValueError, match="threads"):
+        engine.signed_permutations(np.ones((1, 2, 2)), "exact", 100_000)  # crashed inside libgomp
+    with pytest.raises(ValueError, match="threads"):
+        engine.dto_from_jacobians(np.ones((1, 3, 2)), "exact", 1e-4, 1e-6, False, -2)
+    with pytest.raises(ValueError, match="first_index"):
+        engine.dto_from_jacobians(np.ones((1, 3, 2)), "exact", 1e-4, 1e-6, False, 0, -1)
 
 
 def test_engine_releases_the_gil():

@@ -302,12 +302,19 @@ bool use_avx2() {
 #define FASTDTO_PICK(fn, T) (fn##_baseline<T>)
 #endif
 
+// OpenMP team size: the default for threads <= 0, never more than the work items or kMaxThreads
+// (each thread costs a stack; tens of thousands fail to start, or crash inside libgomp).
+int team_size(int threads, long long work) {
+  if (threads <= 0) threads = omp_get_max_threads();
+  return (int)std::max<long long>(1, std::min<long long>({(long long)threads, work, (long long)kMaxThreads}));
+}
+
 template <typename T>
 void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Jb.data);
   const auto group = FASTDTO_PICK(dto_group, T);
   const long long groups = (Jb.count + kLanes - 1) / kLanes;
-  if (threads <= 0) threads = omp_get_max_threads();
+  threads = team_size(threads, groups);
 #pragma omp parallel num_threads(threads)
   {
     Scratch scratch((int)Jb.cols);
@@ -323,7 +330,7 @@ template <typename T>
 void perm_batch(const StridedBatch& Vb, Solver solver, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Vb.data);
   const auto one = FASTDTO_PICK(perm_one, T);
-  if (threads <= 0) threads = omp_get_max_threads();
+  threads = team_size(threads, Vb.count);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (long long b = 0; b < Vb.count; ++b) one(base + b * Vb.s_batch, Vb, solver, out, b);
 }

@@ -17,8 +17,11 @@ struct StridedBatch {
 
 namespace cpu {
 
+// Most OpenMP threads a call uses (the bindings refuse more).
+constexpr int kMaxThreads = 1024;
+
 // J: count x n x d. Fills outputs; samples with non-finite input get kFlagNonFinite and no other
-// outputs. threads <= 0 means OpenMP's default.
+// outputs. threads <= 0 means OpenMP's default; teams never exceed the samples or kMaxThreads.
 void dto_from_jacobians(const StridedBatch& J, const SampleOptions& opt, const DtoOutputs& out,
                         int threads);
 
