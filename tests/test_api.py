@@ -89,18 +89,19 @@ def test_active_auto_and_indices(mlp_decoder):
         fastdto.evaluate(mlp_decoder, z * 0.01, active="auto")
 
 
+class Square(torch.autograd.Function):  # old-style Function: no jvp, no vmap support
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
 def test_missing_forward_rule_falls_back_to_exact_double_vjp(mlp_decoder):
-    class Square(torch.autograd.Function):  # old-style Function: no jvp, no vmap support
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 2 * x * g
-
     f = lambda z: Square.apply(mlp_decoder(z))
     z = torch.randn(6, 4)
     with pytest.warns(RuntimeWarning, match="double-vjp"):
@@ -332,17 +333,7 @@ def test_odd_latents_and_inference_mode(mlp_decoder):
     expanded = z[:1].expand(6, 4)
     torch.testing.assert_close(fastdto.evaluate(mlp_decoder, expanded).per_sample, ref[:1].expand(6), rtol=0, atol=1e-5)
 
-    class Square(torch.autograd.Function):  # no forward-mode rule: the double-vjp path
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx, g):
-            return 2 * ctx.saved_tensors[0] * g
-
-    f = lambda z: Square.apply(mlp_decoder(z))  # noqa: E731
+    f = lambda z: Square.apply(mlp_decoder(z))  # noqa: E731  (the double-vjp path)
     with pytest.warns(RuntimeWarning, match="double-vjp"):
         base = fastdto.evaluate(f, z).per_sample
     with torch.inference_mode():
