@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
+    if not shutil.which("nvcc") and "CUDACXX" not in env and Path("/usr/local/cuda/bin/nvcc").exists():
+        env["CUDACXX"] = "/usr/local/cuda/bin/nvcc"  # CMake finds nvcc on the PATH or here
     status = {}
     if "build" in steps:
         status["build"] = run_step("build", [sys.executable, "-m", "pip", "install", "--no-build-isolation",
