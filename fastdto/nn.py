@@ -336,14 +336,12 @@ class BetaVAESigma(_AutoencoderBase):
         # Flat positions of L's entries in a row-major d x d matrix, diagonal first. A plain attribute
         # copied per device, not a buffer: to_empty() would leave a buffer uninitialised, and a
         # non-persistent one is not in the state dict to restore it.
-        self._tril_flat_cpu = torch.cat([torch.arange(d, device="cpu") * (d + 1), rows * d + cols])
-        self._tril_flat_on: dict = {}
+        self._tril_flat = torch.cat([torch.arange(d, device="cpu") * (d + 1), rows * d + cols])
 
     def _tril_flat_index(self, device: torch.device) -> torch.Tensor:
-        idx = self._tril_flat_on.get(device)
-        if idx is None:
-            idx = self._tril_flat_on[device] = self._tril_flat_cpu.to(device)
-        return idx
+        if self._tril_flat.device != device:  # follows the model on first use on a new device
+            self._tril_flat = self._tril_flat.to(device)
+        return self._tril_flat
 
     def _diag_and_log(self, raw: torch.Tensor):
         if self.cholesky_diag == "exp":

@@ -82,14 +82,28 @@ def _stats(values):
     return (float(v.mean()), float(v.std()), len(v)) if len(v) else None
 
 
+def _cells(results) -> dict:
+    """Runs grouped by table cell, (dataset, variant)."""
+    cells = defaultdict(list)
+    for r in results:
+        cells[(r["dataset"], r["variant"])].append(r)
+    return cells
+
+
+def _baseline_stats(b: dict) -> tuple:
+    """A random-decoder entry as (mean, std, count), like _stats."""
+    return b["dto"], b["std"], len(b["per_decoder"])
+
+
 def longest_runs(results) -> tuple[list[dict], list[dict]]:
     """Per cell (dataset, variant), the runs at the cell's largest number of epochs, and the others:
     runs of different lengths are not averaged together."""
-    top = defaultdict(int)
-    for r in results:
-        top[(r["dataset"], r["variant"])] = max(top[(r["dataset"], r["variant"])], r["epochs"])
-    kept = [r for r in results if r["epochs"] == top[(r["dataset"], r["variant"])]]
-    return kept, [r for r in results if r["epochs"] != top[(r["dataset"], r["variant"])]]
+    kept, shorter = [], []
+    for rs in _cells(results).values():
+        top = max(r["epochs"] for r in rs)
+        for r in rs:
+            (kept if r["epochs"] == top else shorter).append(r)
+    return kept, shorter
 
 
 def _fmt(st, pct=False):
@@ -107,9 +121,7 @@ def _outside(ours, paper):
 
 
 def table2(results, baselines, paper) -> list[str]:
-    cells = defaultdict(list)
-    for r in results:
-        cells[(r["dataset"], r["variant"])].append(r)
+    cells = _cells(results)
     lines = ["| dataset | metric | " + " | ".join(VARIANTS) + " | random decoder |",
              "|---|---|" + "---|" * (len(VARIANTS) + 1)]
     datasets = [d for d in DATASET_KEYS if any(k[0] == d for k in cells) or d in baselines]
@@ -129,7 +141,7 @@ def table2(results, baselines, paper) -> list[str]:
             if key == "dto" and ds in baselines:
                 b = baselines[ds]
                 pval = (ptab.get("random_decoder") or {}).get("dto")
-                ours = (b["dto"], b["std"], len(b["per_decoder"]))
+                ours = _baseline_stats(b)
                 row.append(_fmt(ours) + (" †" if _outside(ours, pval) else "")
                            + (f"<br>paper {pval[0]:.2f} ± {pval[1]:.2f}" if pval else ""))
             else:
@@ -168,13 +180,11 @@ LIKELY_CAUSES = [
 
 def discrepancies(results, paper, baselines=None) -> list[str]:
     """Cells whose mean falls outside the paper's interval, with the likely causes we know of."""
-    cells = defaultdict(list)
-    for r in results:
-        cells[(r["dataset"], r["variant"])].append(r)
+    cells = _cells(results)
     lines, disagreeing = [], set()
     for ds, b in sorted((baselines or {}).items()):
         p = ((paper["table2"].get(DATASET_KEYS.get(ds, ""), {}) or {}).get("random_decoder") or {}).get("dto")
-        if _outside((b["dto"], b["std"], len(b["per_decoder"])), p):
+        if _outside(_baseline_stats(b), p):
             lines.append(f"- {ds} random decoders: DtO {b['dto']:.2f} ± {b['std']:.2f} (n={len(b['per_decoder'])}) "
                          f"against the paper's {p[0]:.2f} ± {p[1]:.2f}")
             disagreeing.add((ds, "random"))

@@ -232,6 +232,13 @@ def test_divergence_and_too_small_evaluations_are_clear_errors(tmp_path, capsys)
     assert "training diverged at step" in capsys.readouterr().err
     assert main(["--recipe", str(rec), "--out", str(tmp_path / "b"), "--eval-samples", "6"]) == 2
     assert "--eval-samples must be at least" in capsys.readouterr().err
+    assert run_main(rec, tmp_path / "d", "--epochs", "1") == 0
+    ckpt = tmp_path / "d" / "tiny" / "seed0" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["generator"]
+    torch.save(state, ckpt)
+    assert run_main(rec, tmp_path / "d", "--epochs", "2") == 2
+    assert "not a fastdto checkpoint" in capsys.readouterr().err
     escape = tmp_path / "escape.toml"
     escape.write_text(rec.read_text().replace('name = "tiny"', 'name = "../../escape"'))
     assert run_main(escape, tmp_path / "c") == 2

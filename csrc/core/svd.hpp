@@ -30,6 +30,22 @@ FASTDTO_HD int load_columns(const T* J, long long sr, long long sc, int n, int d
   return e;
 }
 
+// Largest magnitude among x[0], x[stride], ..., x[(count - 1) * stride].
+FASTDTO_HD double max_abs(const double* x, int stride, int count) {
+  double m = 0.0;
+  for (int i = 0; i < count; ++i) m = dmax(m, dabs(x[i * stride]));
+  return m;
+}
+
+// Euclidean norm of the same entries, given their largest magnitude m: the squares are taken of
+// x / m, so none underflows or overflows.
+FASTDTO_HD double scaled_norm(const double* x, int stride, int count, double m) {
+  if (m == 0.0) return 0.0;
+  double ss = 0.0;
+  for (int i = 0; i < count; ++i) { const double t = x[i * stride] / m; ss += t * t; }
+  return m * sqrt(ss);
+}
+
 // Householder QR of X (n x d, column-major, destroyed). Writes the d x d upper-triangular
 // factor R (row-major; rows >= min(n, d) are zero). Nothing here squares an entry of X: a column
 // far below the largest (X is scaled to max |x| < 1) would underflow, and the reflection turn NaN.
@@ -38,15 +54,12 @@ FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
   const int m = n < d ? n : d;
   for (int k = 0; k < m; ++k) {
     double* xk = X + (long long)k * n;
-    double scale = 0.0;
-    for (int r = k; r < n; ++r) scale = dmax(scale, dabs(xk[r]));
+    const double scale = max_abs(xk + k, 1, n - k);
     if (scale == 0.0) {
       for (int j = k + 1; j < d; ++j) R[k * d + j] = X[(long long)j * n + k];
       continue;
     }
-    double ss = 0.0;
-    for (int r = k; r < n; ++r) { const double t = xk[r] / scale; ss += t * t; }
-    const double norm = scale * sqrt(ss);
+    const double norm = scaled_norm(xk + k, 1, n - k, scale);
     const double alpha = xk[k] >= 0.0 ? -norm : norm;
     // The reflector u = (x - alpha e_k) / norm, stored in place: its entries are at most 2 in
     // magnitude whatever the column's scale, and u.u = 2 (1 + |x_k| / norm), in [2, 4].
@@ -65,21 +78,6 @@ FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
   }
 }
 
-// Largest magnitude in column j of the d x d row-major A.
-FASTDTO_HD double column_max(const double* A, int d, int j) {
-  double m = 0.0;
-  for (int k = 0; k < d; ++k) m = dmax(m, dabs(A[k * d + j]));
-  return m;
-}
-
-// Euclidean norm of column j, scaled by its largest magnitude m so no square underflows.
-FASTDTO_HD double column_norm(const double* A, int d, int j, double m) {
-  if (m == 0.0) return 0.0;
-  double ss = 0.0;
-  for (int k = 0; k < d; ++k) { const double t = A[k * d + j] / m; ss += t * t; }
-  return m * sqrt(ss);
-}
-
 // One-sided Jacobi on A (d x d row-major, destroyed): rotates column pairs until all are
 // mutually orthogonal to working precision. sigma (descending) are the column norms, and column k
 // of V (row-major) the matching right singular vector. Returns the sweeps used. Each pair's sums
@@ -93,7 +91,7 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
     bool rotated = false;
     for (int p = 0; p < d - 1; ++p) {
       for (int q = p + 1; q < d; ++q) {
-        const double mp = column_max(A, d, p), mq = column_max(A, d, q);
+        const double mp = max_abs(A + p, d, d), mq = max_abs(A + q, d, d);  // columns p and q
         if (mp == 0.0 || mq == 0.0) continue;
         double a = 0.0, b = 0.0, g = 0.0;  // of the scaled columns A_p / mp and A_q / mq
         for (int k = 0; k < d; ++k) {
@@ -124,7 +122,7 @@ FASTDTO_HD int one_sided_jacobi(double* A, int d, double* sigma, double* V, int 
     }
     if (!rotated) break;
   }
-  for (int j = 0; j < d; ++j) sigma[j] = column_norm(A, d, j, column_max(A, d, j));
+  for (int j = 0; j < d; ++j) sigma[j] = scaled_norm(A + j, d, d, max_abs(A + j, d, d));
   sort_descending_with_columns(sigma, V, d);
   return sweep;
 }
