@@ -479,6 +479,8 @@ def test_kl_and_active_bad_inputs():
         (lambda: kl_terms(mu, _with_nan(lv)), "logvar"),
         (lambda: kl_terms(mu, lv, active=[True, False]), "active"),
         (lambda: kl_terms(mu, lv, active=[5]), "active"),
+        (lambda: kl_terms(mu, np.full((5, 3), 710.0)), "mu, logvar: the KL overflows"),
+        (lambda: kl_terms(np.full((5, 3), 1e155), lv), "mu, logvar: the KL overflows"),
         (lambda: polarized_fraction([]), "history"),
         (lambda: polarized_fraction([(1, 0.1, 3)]), "history"),
         (lambda: polarized_fraction([(2, 0.1), (1, 0.0)]), "history"),

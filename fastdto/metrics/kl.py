@@ -66,7 +66,8 @@ def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
     otherwise.
 
     ``mu``, ``logvar``: arrays ``(N, d)`` of equal shape, NumPy or torch (any
-    device).  Returns a dict of Python floats ``L_KL``, ``L_KL_active``,
+    device).  A KL beyond float64's range (``logvar`` above about 709,
+    ``|mu|`` above about 1e154) raises ``ValueError``.  Returns a dict of Python floats ``L_KL``, ``L_KL_active``,
     ``delta_KL`` and the boolean NumPy mask ``active``.
     """
     m = as_matrix(mu, "mu")
@@ -77,10 +78,16 @@ def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
         mask = active_latents(m, threshold)
     else:
         mask = _active_mask(active, m.shape[1])
-    m2 = m * m
-    full = 0.5 * (m2 + np.exp(lv) - lv - 1.0).sum(axis=1).mean()
-    part = 0.5 * (m2[:, mask] - lv[:, mask] - 1.0).sum(axis=1).mean() if mask.any() else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        m2 = m * m
+        full = 0.5 * (m2 + np.exp(lv) - lv - 1.0).sum(axis=1).mean()
+        part = 0.5 * (m2[:, mask] - lv[:, mask] - 1.0).sum(axis=1).mean() if mask.any() else 0.0
     full, part = float(full), float(part)
+    if not (np.isfinite(full) and np.isfinite(part)):
+        # exp(logvar) or mu^2 beyond float64: no meaningful ratio is left.
+        raise ValueError(
+            f"mu, logvar: the KL overflows float64 (max |mu| {np.abs(m).max():.3g}, "
+            f"max logvar {lv.max():.3g}; logvar must stay below about 709)")
     if full > 0:
         delta = abs(full - part) / full
     else:
