@@ -7,9 +7,11 @@ over samples. Zero means every latent axis is exactly a singular direction of th
 
 Pipeline per sample, in the compiled engine: ``G = J^T J`` with float64 accumulation, cyclic Jacobi on
 ``G``, ``sigma = sqrt(eig(G))`` descending, then the nearest signed permutation (certified row-maximum
-fast path, else an exact Hungarian assignment). Samples with ``sigma_min / sigma_max < gram_rcond`` are
-recomputed from ``J`` itself by Householder QR plus one-sided Jacobi, because through the Gram matrix the
-error of ``V`` grows like ``eps64 * (sigma_max / sigma_min)^2``.
+fast path, else an exact Hungarian assignment). Samples with ``sigma_min / sigma_max < gram_rcond``, or
+with two distinct singular values so close that ``sigma_k^2 - sigma_k+1^2 <= gram_rcond^2 sigma_max^2``,
+are recomputed from ``J`` itself by Householder QR plus one-sided Jacobi: through the Gram matrix the
+error of ``sigma_min`` grows like ``eps64 * (sigma_max / sigma_min)^2`` and that of ``V`` like
+``eps64 * sigma_max^2 / (sigma_k^2 - sigma_k+1^2)``.
 
 Devices: CUDA tensors are processed on their own GPU, on the current stream, when the engine was built
 with its CUDA backend (``fastdto.build_info()["cuda"]``) and a device is usable; results stay on that
@@ -21,6 +23,7 @@ always solves on the CPU (``V`` is copied there).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,11 +166,21 @@ def _resolve_active(active, d: int, latents: torch.Tensor | None) -> list[int]:
     return idx
 
 
-def _check_tolerances(gram_rcond, ambiguity_tol):
-    if not (isinstance(gram_rcond, (int, float)) and 0.0 <= gram_rcond <= 1.0):
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads):
+    """Checks the options evaluate and dto_from_jacobians share; returns the tolerances as floats."""
+    _check_solver(solver)
+    if not (_is_real(gram_rcond) and 0.0 <= gram_rcond <= 1.0):
         raise ValueError(f"gram_rcond must be a number in [0, 1], got {gram_rcond!r}")
-    if ambiguity_tol is not None and not (isinstance(ambiguity_tol, (int, float)) and 0.0 <= ambiguity_tol < 1.0):
+    if ambiguity_tol is not None and not (_is_real(ambiguity_tol) and 0.0 <= ambiguity_tol < 1.0):
         raise ValueError(f"ambiguity_tol must be None or a number in [0, 1), got {ambiguity_tol!r}")
+    if not isinstance(return_v, bool):
+        raise TypeError(f"return_v must be a bool, got {return_v!r}")
+    _check_threads(threads)
+    return float(gram_rcond), None if ambiguity_tol is None else float(ambiguity_tol)
 
 
 def _default_ambiguity_tol(dtype) -> float:
@@ -291,8 +304,9 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             and the decoder's intermediate results (measured on calls with one and two latents), each
             with its tangents. Memory use is bounded by the chunk, never by ``N``.
         return_v: also return the right singular vectors ``V`` (``(N, k, k)``).
-        gram_rcond: samples with ``sigma_min / sigma_max`` below this are recomputed on ``J`` by QR plus
-            one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample
+        gram_rcond: samples with ``sigma_min / sigma_max`` below this, or with two singular values that
+            count as distinct (see ``ambiguity_tol``) and have ``sigma_k^2 - sigma_k+1^2`` at most
+            ``gram_rcond^2 sigma_max^2``, are recomputed on ``J`` by QR plus one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample
             with more than one latent (with one, ``V = [1]`` exactly), ``0`` never). Samples whose Gram
             matrix would under- or overflow float64 (``J`` of scale below about 1e-135 or above 1e150)
             always take that path, on ``J`` scaled by a power of two.
@@ -305,11 +319,7 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
         :class:`DtOResult` with tensors on ``latents.device``. On a CUDA device the CUDA engine runs when
         it was compiled in (see the module docstring); otherwise Jacobians are copied to the CPU engine.
     """
-    _check_solver(solver)
-    _check_tolerances(gram_rcond, ambiguity_tol)
-    _check_threads(threads)
-    if not isinstance(return_v, bool):
-        raise TypeError("return_v must be a bool")
+    gram_rcond, ambiguity_tol = _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads)
     latents = _check_latents(latents)
     d = latents.shape[1]
     if d > MAX_DIM:
@@ -340,9 +350,7 @@ def dto_from_jacobians(J, *, active=None, solver: str = "exact", return_v: bool 
     Options as in :func:`evaluate`; ``active`` takes a mask or indices (``"auto"`` needs latents, so it is
     not available here). Any strides are accepted; float32 or float64.
     """
-    _check_solver(solver)
-    _check_tolerances(gram_rcond, ambiguity_tol)
-    _check_threads(threads)
+    gram_rcond, ambiguity_tol = _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads)
     J = _as_tensor(J, "J")
     if J.ndim == 2:
         J = J[None]

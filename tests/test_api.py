@@ -1,6 +1,10 @@
 """Jacobians through autodiff, evaluate() end to end, and every kind of bad input."""
 
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -378,3 +382,33 @@ def test_more_inputs_and_clear_messages(rng, mlp_decoder):
     assert "decoder" not in str(info.value)  # no decoder involved here
     milp = fastdto.evaluate(mlp_decoder, torch.randn(3, 4), solver="milp")
     assert not milp.certified.any()  # the engine's certificate says nothing about the MILP's answer
+
+
+def test_option_types_are_checked_alike(rng):
+    """evaluate and dto_from_jacobians share one check: NumPy scalars are numbers, 1 is not a bool."""
+    J = rng.standard_normal((2, 5, 3))
+    a = fastdto.dto_from_jacobians(J, gram_rcond=np.float32(0.5), ambiguity_tol=np.float64(1e-9))
+    b = fastdto.dto_from_jacobians(J, gram_rcond=0.5, ambiguity_tol=1e-9)
+    torch.testing.assert_close(a.per_sample, b.per_sample, rtol=0, atol=0)
+    for bad in (True, "0.1"):
+        with pytest.raises(ValueError, match="gram_rcond"):
+            fastdto.dto_from_jacobians(J, gram_rcond=bad)
+    with pytest.raises(TypeError, match="return_v"):
+        fastdto.dto_from_jacobians(J, return_v=1)
+
+
+def test_out_of_memory_in_the_engine_raises_memory_error():
+    """std::bad_alloc inside the engine's OpenMP team (here the SVD path's float64 copy of a huge
+    stride-0 J) used to end in std::terminate, killing the interpreter."""
+    code = textwrap.dedent("""
+        import os, resource, torch, fastdto
+        J = torch.randn(1, 1, 8, dtype=torch.float64).expand(2, 4_000_000, 8)  # rank 1: SVD path
+        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 128 * 2**20, resource.RLIM_INFINITY))
+        try:
+            fastdto.dto_from_jacobians(J, threads=2)
+        except MemoryError:
+            print("MemoryError")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "MemoryError", proc.stderr[-2000:]

@@ -10,8 +10,10 @@ namespace fastdto {
 
 struct SampleOptions {
   Solver solver;
-  // Samples with sigma_min / sigma_max below this are recomputed on J (QR + one-sided Jacobi):
-  // through the Gram, V's error grows like eps64 * (sigma_max / sigma_min)^2.
+  // Samples are recomputed on J (QR + one-sided Jacobi) when sigma_min / sigma_max is below this,
+  // or when two distinct singular values have sigma_k^2 - sigma_k+1^2 <= gram_rcond^2 sigma_max^2:
+  // through the Gram, the error of sigma_min grows like eps64 (sigma_max / sigma_min)^2 and that of
+  // V like eps64 sigma_max^2 / (sigma_k^2 - sigma_k+1^2).
   double gram_rcond;
   // V counts as not unique when two consecutive singular values differ by at most
   // ambiguity_tol * sigma_max (or when J is zero).
@@ -80,10 +82,15 @@ FASTDTO_HD void store_sample(const DtoOutputs& out, long long b, const double* s
 }
 
 // Eigenvalues of 4^-k G (descending, in sigma) -> singular values of J, in place. Returns true
-// when the sample must be recomputed on J because the Gram's conditioning makes V unreliable.
-FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, double gram_rcond) {
-  const double top = sigma[0];
-  const bool needs_svd = d > 1 && gram_rcond > 0.0 && !(sigma[d - 1] > gram_rcond * gram_rcond * top);
+// when the sample must be recomputed on J because the Gram cannot resolve it (SampleOptions): the
+// smallest eigenvalue, or the gap between two eigenvalues whose singular values still count as
+// distinct (ambiguous pairs have no unique V to recover), is at most gram_rcond^2 times the largest.
+FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, const SampleOptions& opt) {
+  const double top = sigma[0], floor = opt.gram_rcond * opt.gram_rcond * top;
+  bool needs_svd = d > 1 && opt.gram_rcond > 0.0 && !(sigma[d - 1] > floor);
+  for (int i = 0; i + 1 < d && !needs_svd && opt.gram_rcond > 0.0; ++i)
+    needs_svd = sigma[i] - sigma[i + 1] <= floor &&
+                sqrt(sigma[i]) - sqrt(sigma[i + 1]) > opt.ambiguity_tol * sqrt(top);
   const double unscale = ldexp(1.0, k);
   for (int i = 0; i < d; ++i) sigma[i] = sqrt(dmax(sigma[i], 0.0)) * unscale;
   return needs_svd;
@@ -91,13 +98,13 @@ FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, double gram_
 
 // Eigen route for one matrix: G (d x d, destroyed) -> sigma descending, V. Returns true when the
 // sample needs the SVD path (G out of range, see gram_scale_exponent, or ill-conditioned).
-FASTDTO_HD bool eigen_from_gram(double* G, int d, double gram_rcond, double* sigma, double* V) {
+FASTDTO_HD bool eigen_from_gram(double* G, int d, const SampleOptions& opt, double* sigma, double* V) {
   int k;
   if (!gram_scale_exponent(G, d, &k)) return true;
   const double scale = gram_scale(k);
   for (int i = 0; i < d * d; ++i) G[i] *= scale;
   jacobi_eigh(G, d, sigma, V);
-  return sigma_from_eigenvalues(sigma, d, k, gram_rcond);
+  return sigma_from_eigenvalues(sigma, d, k, opt);
 }
 
 // Singular vectors have arbitrary signs: fix each column's largest-magnitude entry positive, so

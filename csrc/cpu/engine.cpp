@@ -3,8 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <vector>
 
 namespace fastdto {
@@ -212,7 +215,7 @@ FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOpt
     bool needs_svd = true;
     if (on_gram[l]) {
       extract_eigenpairs<kLanes>(s.A.data(), s.Qt.data(), d, l, sigma, V);
-      needs_svd = sigma_from_eigenvalues(sigma, d, scale_exp[l], opt.gram_rcond);
+      needs_svd = sigma_from_eigenvalues(sigma, d, scale_exp[l], opt);
     }
     if (needs_svd) {
       s.work.resize((size_t)n * d);
@@ -309,21 +312,50 @@ int team_size(int threads, long long work) {
   return (int)std::max<long long>(1, std::min<long long>({(long long)threads, work, (long long)kMaxThreads}));
 }
 
+// An exception must not leave an OpenMP region (that is std::terminate): the first one thrown in
+// the team is kept, the remaining work is skipped, and it is rethrown after the join (pybind11 turns
+// std::bad_alloc from the SVD path's n x d scratch into MemoryError).
+class FirstError {
+ public:
+  template <typename F>
+  void run(F&& f) {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      f();
+    } catch (...) {
+#pragma omp critical(fastdto_first_error)
+      if (!error_) error_ = std::current_exception();
+      failed_.store(true, std::memory_order_relaxed);
+    }
+  }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
+};
+
 template <typename T>
 void dto_batch(const StridedBatch& Jb, const SampleOptions& opt, const DtoOutputs& out, int threads) {
   const T* base = static_cast<const T*>(Jb.data);
   const auto group = FASTDTO_PICK(dto_group, T);
   const long long groups = (Jb.count + kLanes - 1) / kLanes;
   threads = team_size(threads, groups);
+  FirstError error;
 #pragma omp parallel num_threads(threads)
   {
-    Scratch scratch((int)Jb.cols);
+    std::unique_ptr<Scratch> scratch;
+    error.run([&] { scratch = std::make_unique<Scratch>((int)Jb.cols); });
 #pragma omp for schedule(dynamic, 2)
     for (long long g = 0; g < groups; ++g) {
+      if (!scratch) continue;
       const long long b0 = g * kLanes;
-      group(base, Jb, opt, scratch, out, b0, (int)std::min<long long>(kLanes, Jb.count - b0));
+      error.run([&] { group(base, Jb, opt, *scratch, out, b0, (int)std::min<long long>(kLanes, Jb.count - b0)); });
     }
   }
+  error.rethrow();
 }
 
 template <typename T>

@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(kSampleThreads)
   double* Gb = G + b * dd;
   double* Vb = Vw + b * dd;
   double sigma[MaxD];
-  if (eigen_from_gram(Gb, d, opt.gram_rcond, sigma, Vb)) {  // also G out of range, NaN included
+  if (eigen_from_gram(Gb, d, opt, sigma, Vb)) {  // also G out of range, NaN included
     svd_list[atomicAdd(svd_count, 1)] = b;
     return;
   }
