@@ -119,6 +119,16 @@ def test_signed_permutations_have_zero_distance(rng):
         assert fastdto.dto_from_jacobians(J).dto < 1e-7
 
 
+@pytest.mark.parametrize("scale", [1e155, 1e200, 1e300])
+def test_distance_of_far_from_orthogonal_v_does_not_overflow(rng, scale):
+    """The squares of a non-orthogonal V's entries overflowed to an infinite distance."""
+    V = rng.standard_normal((3, 4, 4)) * scale
+    sp = fastdto.nearest_signed_permutation(V)
+    P = sp.matrix().numpy()
+    expected = [math.sqrt(np.sum(((v - p) / scale) ** 2)) * scale for v, p in zip(V, P)]
+    np.testing.assert_allclose(sp.distance.numpy(), expected, rtol=1e-14)
+
+
 @pytest.mark.parametrize("deg, expected", [(10, 0.25), (20, 0.49), (30, 0.73), (45, 1.082)])
 def test_rotation_known_answer(deg, expected):
     t = math.radians(deg)

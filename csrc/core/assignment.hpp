@@ -163,21 +163,36 @@ FASTDTO_HD void exact_assignment(const double* cost, const double* row_min, cons
   for (int j = 1; j <= d; ++j) perm[row_of[j] - 1] = j - 1;
 }
 
+// Entry (i, j) of |V - P| up to sign, P the signed permutation with columns perm.
+FASTDTO_HD double permutation_residual(const double* V, int d, const int* perm, int i, int j) {
+  const double x = V[i * d + j];
+  return j == perm[i] ? dabs(x) - 1.0 : x;
+}
+
 // Signs of the chosen entries (+1 for zero) and the Frobenius distance ||V - P||_F, summed entry
 // by entry so that distances near zero keep full relative accuracy.
 FASTDTO_HD double signed_permutation_distance(const double* V, int d, const int* perm, int8_t* signs) {
   double ss = 0.0;
   for (int i = 0; i < d; ++i) {
-    const int p = perm[i];
     FASTDTO_HOST_PRAGMA(omp simd reduction(+ : ss))
     for (int j = 0; j < d; ++j) {
-      const double x = V[i * d + j];
-      const double e = j == p ? dabs(x) - 1.0 : x;
+      const double e = permutation_residual(V, d, perm, i, j);
       ss += e * e;
     }
-    signs[i] = V[i * d + p] < 0.0 ? -1 : 1;
+    signs[i] = V[i * d + perm[i]] < 0.0 ? -1 : 1;
   }
-  return sqrt(ss);
+  if (is_finite(ss)) return sqrt(ss);
+  // Only a V far from orthogonal gets here (entries beyond 1e154): sum the squares scaled.
+  double m = 0.0;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) m = dmax(m, dabs(permutation_residual(V, d, perm, i, j)));
+  double scaled = 0.0;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) {
+      const double t = permutation_residual(V, d, perm, i, j) / m;
+      scaled += t * t;
+    }
+  return m * sqrt(scaled);
 }
 
 // Full solve: certified greedy when the certificate holds, else the exact assignment (or the
