@@ -169,6 +169,21 @@ FASTDTO_HD double permutation_residual(const double* V, int d, const int* perm, 
   return j == perm[i] ? dabs(x) - 1.0 : x;
 }
 
+// ||V - P||_F from squares scaled by the largest residual: for a V far from orthogonal (entries
+// beyond 1e154), whose plain sum of squares overflows.
+FASTDTO_HD_COLD double scaled_permutation_distance(const double* V, int d, const int* perm) {
+  double m = 0.0;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) m = dmax(m, dabs(permutation_residual(V, d, perm, i, j)));
+  double ss = 0.0;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) {
+      const double t = permutation_residual(V, d, perm, i, j) / m;
+      ss += t * t;
+    }
+  return m * sqrt(ss);
+}
+
 // Signs of the chosen entries (+1 for zero) and the Frobenius distance ||V - P||_F, summed entry
 // by entry so that distances near zero keep full relative accuracy.
 FASTDTO_HD double signed_permutation_distance(const double* V, int d, const int* perm, int8_t* signs) {
@@ -181,18 +196,7 @@ FASTDTO_HD double signed_permutation_distance(const double* V, int d, const int*
     }
     signs[i] = V[i * d + perm[i]] < 0.0 ? -1 : 1;
   }
-  if (is_finite(ss)) return sqrt(ss);
-  // Only a V far from orthogonal gets here (entries beyond 1e154): sum the squares scaled.
-  double m = 0.0;
-  for (int i = 0; i < d; ++i)
-    for (int j = 0; j < d; ++j) m = dmax(m, dabs(permutation_residual(V, d, perm, i, j)));
-  double scaled = 0.0;
-  for (int i = 0; i < d; ++i)
-    for (int j = 0; j < d; ++j) {
-      const double t = permutation_residual(V, d, perm, i, j) / m;
-      scaled += t * t;
-    }
-  return m * sqrt(scaled);
+  return is_finite(ss) ? sqrt(ss) : scaled_permutation_distance(V, d, perm);
 }
 
 // Full solve: certified greedy when the certificate holds, else the exact assignment (or the

@@ -13,6 +13,13 @@
 #define FASTDTO_HD inline __attribute__((always_inline))
 #endif
 
+// Rarely taken paths: kept out of line so that they cost the common path no registers.
+#if defined(__CUDACC__)
+#define FASTDTO_HD_COLD __host__ __device__ __noinline__
+#else
+#define FASTDTO_HD_COLD inline __attribute__((noinline, cold))
+#endif
+
 // Host-only pragmas (OpenMP SIMD hints for the CPU build; nvcc compiles these loops per thread).
 #if defined(__CUDACC__)
 #define FASTDTO_HOST_PRAGMA(x)
