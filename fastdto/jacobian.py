@@ -12,6 +12,7 @@ Latents are processed in chunks, so memory is bounded by the chunk size, never b
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
@@ -122,16 +123,53 @@ def _jacobian_forward(f, z: torch.Tensor, basis: torch.Tensor):
     return y[0], jt
 
 
+class _FallbackFailed(Exception):
+    """The double-vjp method cannot give this decoder's exact Jacobian (the message says why)."""
+
+
 def _jacobian_double_vjp(f, z: torch.Tensor, basis: torch.Tensor):
-    """Exact fallback when an op has no forward-mode rule: J t = d/du <J^T u, t> (two reverse passes)."""
+    """Fallback when an op has no forward-mode rule: J t = d/du <J^T u, t> (two reverse passes).
+
+    That is exact only if every op's backward is itself differentiable in u. An op without a second
+    derivative raises; one whose backward leaves autograd (a custom Function computing its gradient
+    outside torch) would silently drop its part of J. So one random projection w of J t is checked
+    against a plain first-order backward, (J^T w) . t, which such ops do support."""
     # Autograd needs normal tensors: not inference mode, and not latents made in it.
     with torch.inference_mode(False), torch.enable_grad():
         zz = z.detach().clone().requires_grad_(True)
         y = f(zz)
         u = torch.zeros_like(y, requires_grad=True)
-        (g,) = torch.autograd.grad(y, zz, u, create_graph=True)
-        cols = [torch.autograd.grad(g, u, t, retain_graph=True)[0] for t in basis]
-    return y.detach(), torch.stack(cols).detach()
+        try:
+            (g,) = torch.autograd.grad(y, zz, u, create_graph=True)
+            cols = torch.stack([torch.autograd.grad(g, u, t, retain_graph=True)[0] for t in basis])
+        except (RuntimeError, NotImplementedError) as err:
+            raise _FallbackFailed(str(err).splitlines()[0][:200]) from None
+        gen = torch.Generator(device=y.device).manual_seed(0)  # the caller's RNG stream stays untouched
+        w = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
+        (jtw,) = torch.autograd.grad(y, zz, w)
+    cols, jtw = cols.detach(), jtw.detach()
+    projected = torch.einsum("kbn,bn->kb", cols, w)
+    expected = torch.einsum("bd,kbd->kb", jtw, basis)
+    scale = torch.einsum("kbn,bn->kb", cols.abs(), w.abs()) + (jtw.abs() * basis).sum(-1)
+    tol = math.sqrt(torch.finfo(y.dtype).eps)
+    if not bool(((projected - expected).abs() <= tol * scale + torch.finfo(y.dtype).tiny).all()):
+        raise _FallbackFailed("second-order reverse mode disagrees with first-order reverse mode "
+                              "(an operation's backward is not differentiable by autograd)")
+    return y.detach(), cols
+
+
+def _jacobian_reverse(f, z: torch.Tensor, columns: Sequence[int]):
+    """Last resort, exact for any decoder with a first-order backward: one reverse pass per output
+    (row of J), n in all. Samples must not interact, as everywhere here."""
+    with torch.inference_mode(False), torch.enable_grad():
+        zz = z.detach().clone().requires_grad_(True)
+        y = f(zz)
+        n = y.shape[1]
+        jt = torch.empty((len(columns), z.shape[0], n), dtype=y.dtype, device=y.device)
+        for j in range(n):
+            (g,) = torch.autograd.grad(y[:, j].sum(), zz, retain_graph=j + 1 < n)
+            jt[:, :, j] = g[:, columns].T
+    return y.detach(), jt
 
 
 def bytes_per_latent(n_outputs: int, n_columns: int, itemsize: int, activation_bytes: int = 0) -> int:
@@ -161,7 +199,7 @@ def _probe(decoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
     counts = []
     for batch in (1, 2) if latents.shape[0] >= 2 else (1,):
         with _CountOutputBytes() as mode:
-            y = decoder(latents[:batch])
+            y = decoder(latents[:batch].clone())  # a decoder that writes to its input must not change ours
         counts.append(mode.total)
     return y, max(0, counts[-1] - counts[0])
 
@@ -178,12 +216,14 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
     _check_decoder_device(decoder, latents)
     N, d = latents.shape
     columns = list(range(d)) if columns is None else [int(c) for c in columns]
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not (isinstance(memory_budget, (int, float)) and 0 < memory_budget < math.inf):
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunk_size = int(chunk_size)
+    if isinstance(memory_budget, bool) or not (isinstance(memory_budget, numbers.Real) and 0 < memory_budget < math.inf):
         raise ValueError(f"memory_budget must be a positive, finite number of bytes, got {memory_budget!r}")
     f = _flat(decoder)
-    use_forward = True
+    method = "forward"  # then "double-vjp", then "reverse", each only where the one before cannot work
     with _eval_mode(decoder), torch.no_grad():
         probe, activation_bytes = _probe(decoder, latents)
         probe = _check_output(probe, min(N, 2))
@@ -192,14 +232,15 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
             raise ValueError("the decoder returns an empty output per sample")
         per_latent = bytes_per_latent(n, len(columns), probe.element_size(), activation_bytes)
         B = chunk_size or max(1, int(memory_budget // per_latent))
-        # Chunks this large fragment glibc's heap unless it is trimmed between them (see below).
-        trim = latents.device.type == "cpu" and min(B, N) * per_latent >= _TRIM_ABOVE_BYTES
+        # glibc's heap fragments unless it is trimmed now and then (see below): after every 16 MiB of
+        # chunk working set, so that small chunks do not trim (about 1 ms) each time.
+        trim_cpu, since_trim = latents.device.type == "cpu", 0
         for start in range(0, N, B):
             z = latents[start:start + B]
             basis = torch.zeros((len(columns),) + tuple(z.shape), dtype=z.dtype, device=z.device)
             for i, c in enumerate(columns):
                 basis[i, :, c] = 1
-            if use_forward:
+            if method == "forward":
                 try:
                     y, jt = _jacobian_forward(f, z, basis)
                 except (NotImplementedError, RuntimeError) as err:
@@ -209,16 +250,27 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
                         "the decoder cannot run under forward-mode AD with vmap "
                         f"({str(err).splitlines()[0][:200]}); computing exact Jacobians by the slower "
                         "double-vjp method instead", RuntimeWarning, stacklevel=3)
-                    use_forward = False
-            if not use_forward:
-                y, jt = _jacobian_double_vjp(f, z, basis)
+                    method = "double-vjp"
+            if method == "double-vjp":
+                try:
+                    y, jt = _jacobian_double_vjp(f, z, basis)
+                except _FallbackFailed as err:
+                    warnings.warn(
+                        f"the double-vjp method cannot differentiate this decoder exactly ({err}); "
+                        "computing exact Jacobians by reverse mode instead, one backward pass per output "
+                        "(much slower)", RuntimeWarning, stacklevel=3)
+                    method = "reverse"
+            if method == "reverse":
+                y, jt = _jacobian_reverse(f, z, columns)
             _check_output(y, z.shape[0])
             if jt.shape[:2] != (len(columns), z.shape[0]):
                 raise ValueError(f"the decoder must keep the batch dimension: got Jacobian shape {tuple(jt.shape)}")
             yield start, jt.permute(1, 2, 0)
             del y, jt, basis  # before the next chunk is computed, not after
-            if trim:
+            since_trim += z.shape[0] * per_latent
+            if trim_cpu and since_trim >= _TRIM_EVERY_BYTES:
                 _return_freed_memory()
+                since_trim = 0
 
 
 def _libc_malloc_trim():
@@ -230,9 +282,9 @@ def _libc_malloc_trim():
 
 
 _MALLOC_TRIM = _libc_malloc_trim()
-# A trim walks the whole heap (about 1 ms on a fragmented one): worth it only after chunks large enough
-# to fragment it, which also take far longer than that to compute.
-_TRIM_ABOVE_BYTES = 16 << 20
+# A trim walks the whole heap (about 1 ms on a fragmented one): once per this much chunk working set,
+# which takes far longer than that to compute.
+_TRIM_EVERY_BYTES = 16 << 20
 
 
 def _return_freed_memory() -> None:
