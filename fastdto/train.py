@@ -29,7 +29,11 @@ One *run* is a recipe (see :mod:`fastdto.recipes`) trained with one seed.  Its f
     device, thread count and torch version.
 
 A run whose ``result.json`` exists for the same number of epochs is skipped (``--force`` starts
-it over); asking for more epochs than a finished run had resumes it from its checkpoint.
+it over); asking for more epochs than a finished run had resumes it from its checkpoint, and another
+``--eval-samples`` evaluates the final checkpoint again. A run made with another recipe, batch size or
+``--log-every`` is refused (exit 2) rather than mixed. While a process trains a run it holds a lock on
+the run's folder (``.lock``; a second process is refused), and it first removes temporary files that
+killed processes left there.
 
 The hot loop keeps everything on the training device: the data storage is moved once, each
 epoch's permutation is drawn there from the run's seeded ``torch.Generator`` (which also draws
@@ -78,6 +82,9 @@ CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 LOG = "log.jsonl"
 FORMAT_VERSION = 1
+MAX_SEED = 2**31 - 1  # seeds are offset for the evaluation and KL generators; torch takes 64 bits
+MAX_SEEDS = 100_000
+LOCK = ".lock"
 
 
 class UsageError(Exception):
@@ -108,6 +115,8 @@ def parse_seeds(text: str) -> list[int]:
         hi = lo if m.group(2) is None else int(m.group(2))
         if hi < lo:
             raise bad
+        if hi > MAX_SEED or hi - lo + len(seeds) >= MAX_SEEDS:
+            raise UsageError(f"bad --seeds {text!r}: seeds go from 0 to {MAX_SEED}, at most {MAX_SEEDS} at a time")
         seeds.update(range(lo, hi + 1))
     return sorted(seeds)
 
@@ -397,7 +406,14 @@ class Trainer:
     def save(self, path: Path, extra: dict) -> None:
         state = self.state_dict()
         state.update(extra)
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+        def write(tmp: Path) -> None:
+            try:
+                torch.save(state, tmp)
+            except RuntimeError as exc:  # torch reports a full disk or I/O error as RuntimeError
+                raise OSError(f"cannot write checkpoint {path}: {exc}") from None
+
+        atomic_write(path, write)
 
 
 class _Progress:
@@ -516,31 +532,31 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
 
     Raises :class:`_Stop` after checkpointing when ``stop.signum`` becomes non-zero.
     """
-    from .nn import build_model
-
     stream = stream or sys.stdout
     name = recipe["name"]
     run_dir = Path(out) / name / f"seed{seed}"
-    ckpt_path, result_path, log_path = run_dir / CHECKPOINT, run_dir / RESULT, run_dir / LOG
+    result_path = run_dir / RESULT
     label = f"{name} seed{seed}"
-    if force:
-        for p in (ckpt_path, result_path, log_path):
-            if p.exists():
-                p.unlink()
-    elif result_path.exists():
+    run_settings = {"batch_size": batch_size, "log_every": log_every, "eval_samples": eval_samples}
+    if not force and result_path.exists():
         try:
             prev = json.loads(result_path.read_text())
         except (OSError, ValueError):
-            prev = {}
+            prev = None
+        prev = prev if isinstance(prev, dict) else {}  # unreadable: evaluated again from the checkpoint
         if prev.get("epochs") == epochs:
-            # Results written before recipe_settings existed are compared on the batch size only.
+            # Results written before recipe_settings / run_settings existed are compared on what they have.
             settings = prev.get("recipe_settings", _json_roundtrip(_comparable(recipe)))
-            if settings != _json_roundtrip(_comparable(recipe)) or prev.get("batch_size") != batch_size:
-                raise UsageError(f"{result_path} was made with a different recipe or batch size; "
+            before = prev.get("run_settings", {"batch_size": prev.get("batch_size")})
+            if settings != _json_roundtrip(_comparable(recipe)) or any(
+                    before.get(k, run_settings[k]) != run_settings[k] for k in ("batch_size", "log_every")):
+                raise UsageError(f"{result_path} was made with a different recipe, batch size or --log-every; "
                                  f"use --force to redo it, or another --out")
-            print(f"{label}: finished already ({result_path}); skipped (--force to redo)",
-                  file=stream, flush=True)
-            return None
+            if before.get("eval_samples", eval_samples) == eval_samples:
+                print(f"{label}: finished already ({result_path}); skipped (--force to redo)",
+                      file=stream, flush=True)
+                return None
+            # only --eval-samples changed: the final checkpoint is evaluated again below
     t_wall = time.perf_counter()
 
     try:
@@ -561,6 +577,48 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
     train_set = train_set.to(device)
     test_set = test_set.to(device)
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir)  # held until this process exits or the run returns
+    try:
+        return _train_and_evaluate(recipe, seed, run_dir, label, train_set, test_set, epochs=epochs,
+                                   device=device, batch_size=batch_size, eval_samples=eval_samples,
+                                   force=force, threads=threads, stop=stop,
+                                   progress_interval=progress_interval, log_every=log_every,
+                                   interrupt_at=interrupt_at, stream=stream, run_settings=run_settings,
+                                   t_wall=t_wall)
+    finally:
+        lock.close()
+
+
+def _lock_run_dir(run_dir: Path):
+    """An exclusive lock on ``run_dir`` (two processes training one run would interleave its files),
+    then removal of temporary files that killed processes left there (the lock proves them dead)."""
+    fh = open(run_dir / LOCK, "a")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, and no cleanup (a live writer's file might go)
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UsageError(f"{run_dir} is in use by another fastdto.train process") from None
+    for stale in run_dir.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    return fh
+
+
+def _train_and_evaluate(recipe: dict, seed: int, run_dir: Path, label: str, train_set, test_set, *,
+                        epochs: int, device: torch.device, batch_size: int, eval_samples: int,
+                        force: bool, threads: int | None, stop, progress_interval: float, log_every: int,
+                        interrupt_at: int | None, stream, run_settings: dict, t_wall: float) -> dict:
+    from .nn import build_model
+
+    name = recipe["name"]
+    ckpt_path, result_path, log_path = run_dir / CHECKPOINT, run_dir / RESULT, run_dir / LOG
+    if force:
+        for p in (ckpt_path, result_path, log_path):
+            p.unlink(missing_ok=True)
     torch.manual_seed(seed)
     model = build_model(recipe).to(device)
     n_threads = threads or auto_threads(model, batch_size, device)
@@ -570,7 +628,7 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
         tr = Trainer(model, train_set, batch_size=batch_size, optimizer=recipe["optimizer"]["name"],
                      lr=recipe["optimizer"]["lr"], seed=seed, device=device, log_every=log_every)
         tr.interrupt_at = interrupt_at
-        meta = {"recipe": recipe, "device": str(device), "threads": n_threads}
+        meta = {"recipe": recipe, "device": str(device), "threads": n_threads, "log_every": log_every}
         if ckpt_path.exists():
             try:
                 sd = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -578,15 +636,15 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
                 raise UsageError(f"cannot read checkpoint {ckpt_path}: {exc}; use --force") from None
             if not isinstance(sd, dict) or not tr.state_dict().keys() | {"recipe"} <= sd.keys():
                 raise UsageError(f"{ckpt_path} is not a fastdto checkpoint; use --force")
-            if _comparable(sd.get("recipe", {})) != _comparable(recipe) or sd.get("batch_size") != batch_size:
-                raise UsageError(f"{ckpt_path} was made with a different recipe or batch size; "
+            if (_comparable(sd.get("recipe", {})) != _comparable(recipe) or sd.get("batch_size") != batch_size
+                    or sd.get("log_every", log_every) != log_every):
+                raise UsageError(f"{ckpt_path} was made with a different recipe, batch size or --log-every; "
                                  f"use --force to start over")
             if sd["epoch"] > epochs or (sd["epoch"] == epochs and sd["batch_in_epoch"] > 0):
                 raise UsageError(f"{ckpt_path} is at epoch {sd['epoch']}, beyond --epochs {epochs}; "
                                  f"use --force to start over")
             tr.load_state_dict(sd)
             print(f"{label}: resuming at epoch {tr.epoch} (step {tr.step})", file=stream, flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
         # log.jsonl mirrors the checkpoint's history (drops checks made after the checkpoint)
         atomic_text(log_path, "".join(json.dumps(e) + "\n" for e in tr.history))
         writer = _tensorboard(run_dir)
@@ -629,7 +687,7 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
             "recipe": name, "recipe_settings": _comparable(recipe), "dataset": recipe["dataset"],
             "model": recipe["model"],
             "latent_dim": recipe["latent_dim"], "seed": seed, "epochs": epochs, "steps": tr.step,
-            "batch_size": batch_size, "optimizer": recipe["optimizer"]["name"],
+            "batch_size": batch_size, "run_settings": run_settings, "optimizer": recipe["optimizer"]["name"],
             "lr": recipe["optimizer"]["lr"], "beta": recipe.get("beta"), "loss": recipe["loss"],
             "final_train_loss": {k: history[-1][k] for k in ("loss", "rec", "kl")},
             **res,

@@ -217,11 +217,57 @@ def test_finished_runs_are_not_reused_for_other_settings(tmp_path, capsys):
     changed.parent.mkdir()
     changed.write_text(rec.read_text().replace("lr = 0.001", "lr = 0.01"))
     capsys.readouterr()
-    for recipe, extra in ((changed, ()), (rec, ("--batch-size", "32"))):
+    for recipe, extra in ((changed, ()), (rec, ("--batch-size", "32")), (rec, ("--log-every", "7"))):
         assert run_main(recipe, out, "--epochs", "1", *extra) == 2
-        assert "different recipe or batch size" in capsys.readouterr().err
+        assert "different recipe, batch size or --log-every" in capsys.readouterr().err
     assert run_main(rec, out, "--epochs", "1") == 0  # the same settings: skipped
     assert "skipped" in capsys.readouterr().out
+    result = out / "tiny" / "seed0" / "result.json"
+    assert run_main(rec, out, "--epochs", "1", "--eval-samples", "200") == 0  # evaluated again, not retrained
+    assert "skipped" not in capsys.readouterr().out
+    assert json.loads(result.read_text())["eval_samples"] == 200
+    for junk in ("null", "[1, 2]", "3"):  # JSON, but not a result: evaluated again from the checkpoint
+        result.write_text(junk)
+        assert run_main(rec, out, "--epochs", "1") == 0
+        assert json.loads(result.read_text())["eval_samples"] == 300
+
+
+def test_run_directories_are_locked_and_cleaned(tmp_path, capsys):
+    """Two processes on one run interleaved its log; a SIGKILL during a write left its temporary file
+    behind for good."""
+    import fcntl
+    rec = tiny_recipe(tmp_path, n=300)
+    out = tmp_path / "runs"
+    run_dir = out / "tiny" / "seed0"
+    run_dir.mkdir(parents=True)
+    stale = run_dir / ".checkpoint.pt.tmp999999"
+    stale.write_bytes(b"half a checkpoint")
+    with open(run_dir / ".lock", "a") as other:  # as another live process would hold it
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_main(rec, out, "--epochs", "1") == 2
+        assert "in use by another fastdto.train process" in capsys.readouterr().err
+        assert stale.exists()
+    assert run_main(rec, out, "--epochs", "1") == 0
+    assert not stale.exists() and (run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize("seeds", ["18446744073709551616", "0-99999999999", "2147483648"])
+def test_seeds_out_of_range_are_usage_errors(tmp_path, capsys, seeds):
+    rec = tiny_recipe(tmp_path, n=300)
+    assert main(["--recipe", str(rec), "--out", str(tmp_path), "--seeds", seeds]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    """torch.save reports a full disk as RuntimeError, which ended in a traceback."""
+    def full_disk(obj, f, *a, **k):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    monkeypatch.setattr(torch, "save", full_disk)
+    rec = tiny_recipe(tmp_path, n=300)
+    assert run_main(rec, tmp_path / "runs", "--epochs", "1") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastdto.train: error: cannot write checkpoint") and "file write failed" in err
+    assert not list((tmp_path / "runs" / "tiny" / "seed0").glob(".*.tmp*"))
 
 
 def test_divergence_and_too_small_evaluations_are_clear_errors(tmp_path, capsys):
@@ -296,7 +342,7 @@ def test_sigterm_subprocess_checkpoints_and_resumes(tmp_path):
     rec = tiny_recipe(tmp_path, n=1000, batch_size=500)  # 2 batches per epoch
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "fastdto.train", "--recipe", str(rec), "--out", str(out), "--device", "cpu",
-           "--epochs", "100000", "--eval-samples", "100", "--progress-every", "0"]
+           "--epochs", "100000", "--eval-samples", "100", "--log-every", "10", "--progress-every", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
     ckpt = out / "tiny" / "seed0" / "checkpoint.pt"
     deadline = time.monotonic() + 90
