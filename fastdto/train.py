@@ -643,8 +643,15 @@ def _train_and_evaluate(recipe: dict, seed: int, run_dir: Path, label: str, trai
             if sd["epoch"] > epochs or (sd["epoch"] == epochs and sd["batch_in_epoch"] > 0):
                 raise UsageError(f"{ckpt_path} is at epoch {sd['epoch']}, beyond --epochs {epochs}; "
                                  f"use --force to start over")
-            tr.load_state_dict(sd)
+            try:
+                tr.load_state_dict(sd)
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # e.g. other layer shapes
+                raise UsageError(f"cannot resume from {ckpt_path}: {str(exc).splitlines()[0]}; use --force") from None
             print(f"{label}: resuming at epoch {tr.epoch} (step {tr.step})", file=stream, flush=True)
+        if result_path.exists() and tr.epoch < epochs:
+            # Training goes on past a finished result: keep it, but not as this run's result, which
+            # would otherwise describe a model and log that no longer exist once this is interrupted.
+            os.replace(result_path, run_dir / f"result_step{tr.step}.json")
         # log.jsonl mirrors the checkpoint's history (drops checks made after the checkpoint)
         atomic_text(log_path, "".join(json.dumps(e) + "\n" for e in tr.history))
         writer = _tensorboard(run_dir)

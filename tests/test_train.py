@@ -198,6 +198,9 @@ def test_more_epochs_resumes_and_finished_runs_are_skipped(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
     assert run_main(rec, ext_out, "--epochs", "3") == 0  # more epochs: resumes at epoch 1
     assert "resuming at epoch 1" in capsys.readouterr().out
+    # the 1-epoch result is kept beside, not left as result.json while the model moves on
+    (kept,) = res_file.parent.glob("result_step*.json")
+    assert json.loads(kept.read_text())["epochs"] == 1
     ref = json.loads((ref_out / "tiny" / "seed0" / "result.json").read_text())
     assert numbers(json.loads(res_file.read_text())) == numbers(ref)
     mtime = res_file.stat().st_mtime_ns
@@ -285,6 +288,11 @@ def test_divergence_and_too_small_evaluations_are_clear_errors(tmp_path, capsys)
     torch.save(state, ckpt)
     assert run_main(rec, tmp_path / "d", "--epochs", "2") == 2
     assert "not a fastdto checkpoint" in capsys.readouterr().err
+    state["generator"] = torch.Generator().get_state()
+    state["model"] = {"weight": torch.zeros(3)}  # loads, but is no model of this recipe
+    torch.save(state, ckpt)
+    assert run_main(rec, tmp_path / "d", "--epochs", "2") == 2
+    assert "cannot resume from" in capsys.readouterr().err
     escape = tmp_path / "escape.toml"
     escape.write_text(rec.read_text().replace('name = "tiny"', 'name = "../../escape"'))
     assert run_main(escape, tmp_path / "c") == 2
