@@ -523,6 +523,24 @@ def _json_roundtrip(x):
     return json.loads(json.dumps(x))
 
 
+def _lock_run_dir(run_dir: Path):
+    """An exclusive lock on ``run_dir`` (two processes training one run would interleave its files),
+    then removal of temporary files that killed processes left there (the lock proves them dead)."""
+    fh = open(run_dir / LOCK, "a")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, and no cleanup (a live writer's file might go)
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UsageError(f"{run_dir} is in use by another fastdto.train process") from None
+    for stale in run_dir.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    return fh
+
+
 def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.device,
             batch_size: int, eval_samples: int = EVAL_SAMPLES, force: bool = False,
             threads: int | None = None, stop=None, progress_interval: float = PROGRESS_SECONDS,
@@ -532,6 +550,8 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
 
     Raises :class:`_Stop` after checkpointing when ``stop.signum`` becomes non-zero.
     """
+    from .nn import build_model
+
     stream = stream or sys.stdout
     name = recipe["name"]
     run_dir = Path(out) / name / f"seed{seed}"
@@ -577,54 +597,18 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
     train_set = train_set.to(device)
     test_set = test_set.to(device)
 
+    ckpt_path, log_path = run_dir / CHECKPOINT, run_dir / LOG
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run_dir(run_dir)  # held until this process exits or the run returns
-    try:
-        return _train_and_evaluate(recipe, seed, run_dir, label, train_set, test_set, epochs=epochs,
-                                   device=device, batch_size=batch_size, eval_samples=eval_samples,
-                                   force=force, threads=threads, stop=stop,
-                                   progress_interval=progress_interval, log_every=log_every,
-                                   interrupt_at=interrupt_at, stream=stream, run_settings=run_settings,
-                                   t_wall=t_wall)
-    finally:
-        lock.close()
-
-
-def _lock_run_dir(run_dir: Path):
-    """An exclusive lock on ``run_dir`` (two processes training one run would interleave its files),
-    then removal of temporary files that killed processes left there (the lock proves them dead)."""
-    fh = open(run_dir / LOCK, "a")
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, and no cleanup (a live writer's file might go)
-        return fh
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise UsageError(f"{run_dir} is in use by another fastdto.train process") from None
-    for stale in run_dir.glob(".*.tmp*"):
-        stale.unlink(missing_ok=True)
-    return fh
-
-
-def _train_and_evaluate(recipe: dict, seed: int, run_dir: Path, label: str, train_set, test_set, *,
-                        epochs: int, device: torch.device, batch_size: int, eval_samples: int,
-                        force: bool, threads: int | None, stop, progress_interval: float, log_every: int,
-                        interrupt_at: int | None, stream, run_settings: dict, t_wall: float) -> dict:
-    from .nn import build_model
-
-    name = recipe["name"]
-    ckpt_path, result_path, log_path = run_dir / CHECKPOINT, run_dir / RESULT, run_dir / LOG
-    if force:
-        for p in (ckpt_path, result_path, log_path):
-            p.unlink(missing_ok=True)
-    torch.manual_seed(seed)
-    model = build_model(recipe).to(device)
-    n_threads = threads or auto_threads(model, batch_size, device)
+    lock = _lock_run_dir(run_dir)  # held while this process works on the run
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
     try:
+        if force:
+            for p in (ckpt_path, result_path, log_path):
+                p.unlink(missing_ok=True)
+        torch.manual_seed(seed)
+        model = build_model(recipe).to(device)
+        n_threads = threads or auto_threads(model, batch_size, device)
+        torch.set_num_threads(n_threads)
         tr = Trainer(model, train_set, batch_size=batch_size, optimizer=recipe["optimizer"]["name"],
                      lr=recipe["optimizer"]["lr"], seed=seed, device=device, log_every=log_every)
         tr.interrupt_at = interrupt_at
@@ -711,6 +695,7 @@ def _train_and_evaluate(recipe: dict, seed: int, run_dir: Path, label: str, trai
         return result
     finally:
         torch.set_num_threads(old_threads)
+        lock.close()
 
 
 def _tensorboard(run_dir: Path):
