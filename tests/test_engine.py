@@ -294,28 +294,30 @@ def test_gram_alone_fails_where_the_fallback_is_needed(rng):
     assert err(auto) < 1e-7 < err(gram_only)
 
 
-@pytest.mark.parametrize("rel", [3.0, 0.3, 0.01])
-def test_close_small_singular_values_are_recomputed(rng, rel):
+@pytest.mark.parametrize("rel, s", [(3.0, 1e-3), (0.3, 1e-3), (0.01, 1.3e-4)])
+def test_close_small_singular_values_are_recomputed(rng, rel, s):
     """Two singular values close together and small next to sigma_max, but still distinct: through the
     Gram, V's error is eps64 sigma_max^2 / (sigma_k^2 - sigma_k+1^2), up to sigma_max / (2 sigma_k) times
-    an SVD's eps64 sigma_max / gap. Such samples take the SVD path although sigma_min / sigma_max is far
+    an SVD's eps64 sigma_max / gap. Such samples take the SVD path although sigma_min / sigma_max is
     above gram_rcond (a fuzzer found DtO off by 8e-6 on an unflagged sample)."""
-    s = 1e-3
     g = rel * fastdto.DEFAULT_GRAM_RCOND**2 / (2 * s)  # sigma_k^2 - sigma_k+1^2 ~= rel * gram_rcond^2
-    J, R = jacobian_with_spectrum(rng, 200, [1.0, 0.6, s, s - g])  # exact V = R
-    res = fastdto.dto_from_jacobians(J, return_v=True)
-    assert not res.ambiguous.item() and res.svd_path.item() == (rel < 1.0)
-    err = lambda V: np.abs(align_signs(V, R) - R).max()
+    err = lambda V, R: np.abs(align_signs(V, R) - R).max()  # noqa: E731
     eps = np.finfo(np.float64).eps
-    if rel < 1.0:
-        assert err(res.V[0].numpy()) < 10 * eps / g  # what an SVD of J achieves
-    else:
-        assert err(res.V[0].numpy()) < eps / fastdto.DEFAULT_GRAM_RCOND**2  # the Gram route's bound
-    if rel == 0.01:
+    gram_only_worst = 0.0
+    for _ in range(5):  # the Gram's error is random: its worst case over a few draws shows the failure
+        J, R = jacobian_with_spectrum(rng, 200, [1.0, 0.6, s, s - g])  # exact V = R
+        res = fastdto.dto_from_jacobians(J, return_v=True)
+        assert not res.ambiguous.item() and res.svd_path.item() == (rel < 1.0)
+        if rel < 1.0:
+            assert err(res.V[0].numpy(), R) < 10 * eps / g  # what an SVD of J achieves
+        else:
+            assert err(res.V[0].numpy(), R) < eps / fastdto.DEFAULT_GRAM_RCOND**2  # the Gram route's bound
+        exact = reference.signed_permutation_lsa(R)[2]
+        assert abs(res.per_sample.item() - exact) < (100 * eps / g if rel < 1.0 else 1e-7)
         gram_only = fastdto.dto_from_jacobians(J, return_v=True, gram_rcond=0.0)
-        assert err(gram_only.V[0].numpy()) > 10 * eps / g
-    exact = reference.signed_permutation_lsa(R)[2]
-    assert abs(res.per_sample.item() - exact) < (100 * eps / g if rel < 1.0 else 1e-7)
+        gram_only_worst = max(gram_only_worst, err(gram_only.V[0].numpy(), R))
+    if rel == 0.01:  # 130x the bound at the least in 40 groups of 5 draws
+        assert gram_only_worst > 10 * eps / g
 
 
 def test_forced_svd_path_matches(rng):
