@@ -492,3 +492,26 @@ def test_kl_and_active_bad_inputs():
     for call, name in cases:
         with pytest.raises(ValueError, match=f"^{name}"):
             call()
+
+
+def test_histogram_mig_and_active_latents_at_extreme_scales():
+    """np.histogram failed ("too many bins") on a constant latent of 1e15 or more, a range at the values'
+    resolution, or one spanning float64; np.std overflowed or rounded constants at 1e17-1e300 into
+    active latents, and underflowed a column varying at 1e-200 into an inactive one."""
+    rng = np.random.default_rng(0)
+    n = 40
+    w = np.c_[rng.integers(0, 2, n).astype(float)]
+    good = w + 0.01 * rng.normal(size=(n, 1))
+    assert mig(np.c_[good, np.zeros((n, 1))], w) == pytest.approx(1.0)
+    for extra in (np.full((n, 1), 1e15), np.full((n, 1), 1e150)):  # as uninformative as a constant 0
+        assert mig(np.c_[good, extra], w) == pytest.approx(1.0)
+    assert mig(np.c_[good, 1e16 + 2 * w], w) == pytest.approx(0.0)  # two equally informative latents
+    assert 0.0 <= mig(np.c_[good, np.linspace(-1, 1, n)[:, None] * 1e308], w) <= 1.0
+    noisy = np.c_[good, rng.normal(size=(n, 1))]
+    for scale in (2.0**-600, 2.0**600):  # binning is scale-free: a power of two changes nothing
+        assert mig(noisy * scale, w) == mig(noisy, w)
+    with pytest.raises(ValueError, match="takes a single value"):
+        mig(np.c_[good, good], np.c_[w, np.full(n, 1e16)], discrete=[True, False])
+    for value, rows in ((1e300, 10), (6.09494e17, 541), (1e100, 1459), (0.1, 50)):
+        assert not active_latents(np.full((rows, 1), value), threshold=0.0).any()
+    assert active_latents(np.c_[np.linspace(0, 1e-200, n)], threshold=0.0).all()

@@ -25,7 +25,11 @@ def active_latents(mu, threshold: float = 0.5) -> np.ndarray:
     """
     m = as_matrix(mu, "mu")
     threshold = check_positive_float(threshold, "threshold", allow_zero=True)
-    return m.std(axis=0) > threshold
+    # Each column divided by a power of two near its largest magnitude (exact) and shifted by its first
+    # value: no square over- or underflows, and a constant column has std exactly 0 at any scale.
+    _, e = np.frexp(np.abs(m).max(axis=0))
+    scaled = np.ldexp(m, -e)
+    return np.ldexp((scaled - scaled[:1]).std(axis=0), e) > threshold
 
 
 def _active_mask(active, d: int) -> np.ndarray:

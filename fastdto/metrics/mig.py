@@ -28,8 +28,18 @@ def discretize(x: np.ndarray, n_bins: int, estimator: str = "histogram") -> np.n
     for j in range(x.shape[1]):
         col = x[:, j]
         if estimator == "histogram":
-            edges = np.histogram(col, bins=n_bins)[1]
-            out[:, j] = np.digitize(col, edges[:-1]) - 1
+            lo, hi = col.min(), col.max()
+            if lo == hi:  # one value, one bin (numpy would centre a unit range on it, or fail above 1e15)
+                out[:, j] = 0
+                continue
+            # Divided by a power of two (exact, so the bins are unchanged) to keep hi - lo finite.
+            col = np.ldexp(col, -np.frexp(max(abs(lo), abs(hi)))[1])
+            try:
+                edges = np.histogram(col, bins=n_bins)[1]
+                out[:, j] = np.digitize(col, edges[:-1]) - 1
+            except ValueError:  # a range at the values' resolution: numpy cannot make distinct edges
+                low, width = col.min(), col.max() - col.min()
+                out[:, j] = np.minimum(((col - low) / width * n_bins).astype(np.int64), n_bins - 1)
         else:
             # Bin floor((r + 1/2) n_bins / N) of average rank r, in integers: reversing the column's
             # order reverses the bins (a sign flip of a latent leaves MIG unchanged) except for a
