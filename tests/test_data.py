@@ -237,6 +237,17 @@ def test_original_archive_loader(tmp_path):
     np.savez(bad, imgs=imgs)
     with pytest.raises(ValueError, match="latents"):
         data.load("dsprites", root=bad)
+    # not archives at all: a single array, a truncated download, text (were raw numpy/zipfile errors)
+    single = tmp_path / "imgs.npy"
+    np.save(single, imgs)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:200])
+    text = tmp_path / "text.npz"
+    text.write_text("not an archive")
+    for wrong in (single, truncated, text):
+        with pytest.raises(ValueError, match="not a (readable )?.npz archive") as err:
+            data.load("dsprites", root=wrong)
+        assert str(wrong) in str(err.value)
 
 
 def test_batch_rejects_ambiguous_indices():

@@ -515,3 +515,15 @@ def test_histogram_mig_and_active_latents_at_extreme_scales():
     for value, rows in ((1e300, 10), (6.09494e17, 541), (1e100, 1459), (0.1, 50)):
         assert not active_latents(np.full((rows, 1), value), threshold=0.0).any()
     assert active_latents(np.c_[np.linspace(0, 1e-200, n)], threshold=0.0).all()
+
+
+def test_metric_seeds_and_counts_are_checked():
+    rng = np.random.default_rng(0)
+    z, w = rng.normal(size=(60, 2)), rng.integers(0, 3, size=(60, 1))
+    with pytest.raises(ValueError, match="^seed"):  # numpy's own message did not name it
+        disentanglement_score(z, w, seed=-1)
+    for bad in ({"seed": "a"}, {"seed": 1.5}, {"n_decoders": True}, {"n_samples": 0}):
+        with pytest.raises(ValueError, match=f"^{next(iter(bad))}"):
+            metrics.random_decoder_baseline("synth-lin-ae", **bad)
+    out = metrics.random_decoder_baseline("synth-lin-ae", n_decoders=np.int64(2), n_samples=50)
+    assert out["settings"]["n_decoders"] == 2 and type(out["settings"]["n_decoders"]) is int

@@ -420,8 +420,19 @@ def _read_sorted_rows(path: str, idx: np.ndarray, block: int):
     return out, (h, w), n
 
 
+def _open_archive(path: str):
+    """The .npz archive at ``path``; anything else (a .npy, a truncated download) is a ValueError naming it."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz archive ({exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not a .npz archive (a single array); expected {ORIGINAL_FILENAME}")
+    return z
+
+
 def _load_original(path: str, split: str, subset, test_fraction: float, split_seed: int):
-    with np.load(path, allow_pickle=False) as z:
+    with _open_archive(path) as z:
         missing = [k for k in ("imgs", "latents_values", "latents_classes") if k not in z.files]
         if missing:
             raise ValueError(f"{path}: missing arrays {missing} (expected imgs, latents_values, latents_classes)")

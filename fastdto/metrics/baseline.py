@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._validation import check_int
+
 
 def random_decoder_baseline(architecture, *, n_decoders: int = 10, n_samples: int = 1000, seed: int = 0,
                             active=None) -> dict:
@@ -27,10 +29,9 @@ def random_decoder_baseline(architecture, *, n_decoders: int = 10, n_samples: in
     from ..recipes import load_recipe
 
     recipe = load_recipe(architecture) if isinstance(architecture, str) else dict(architecture)
-    if not isinstance(n_decoders, int) or n_decoders < 1:
-        raise ValueError(f"n_decoders must be a positive integer, got {n_decoders!r}")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    n_decoders = check_int(n_decoders, "n_decoders", 1)
+    n_samples = check_int(n_samples, "n_samples", 1)
+    seed = check_int(seed, "seed", 0)
     values = []
     for k in range(n_decoders):
         torch.manual_seed(seed + k)

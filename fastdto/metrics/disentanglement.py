@@ -125,8 +125,7 @@ def disentanglement_score(
     n_folds = check_int(n_folds, "n_folds", 2)
     if max_samples is not None:
         max_samples = check_int(max_samples, "max_samples", 2)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed: must be an integer, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
 
     rng = np.random.default_rng(int(seed))
     n_total = z.shape[0]
