@@ -535,7 +535,8 @@ def _lock_run_dir(run_dir: Path):
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        raise UsageError(f"{run_dir} is in use by another fastdto.train process") from None
+        raise UsageError(f"{run_dir} is in use by another fastdto.train process; wait for it to end, "
+                         f"or use another --out") from None
     for stale in run_dir.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)
     return fh

@@ -425,9 +425,11 @@ def _open_archive(path: str):
     try:
         z = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz archive ({exc})") from None
+        raise ValueError(f"{path}: not a readable .npz archive ({exc}); point root= at an intact "
+                         f"{ORIGINAL_FILENAME}, or leave root= out to generate the images") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not a .npz archive (a single array); expected {ORIGINAL_FILENAME}")
+        raise ValueError(f"{path}: not a .npz archive (a single array); point root= at "
+                         f"{ORIGINAL_FILENAME}, or leave root= out to generate the images")
     return z
 
 

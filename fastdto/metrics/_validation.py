@@ -73,6 +73,13 @@ def check_pair(latents, factors, latents_name="latents", factors_name="factors")
     return z, w
 
 
+def power_of_two_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column of ``x`` divided by a power of two near its largest magnitude, and those exponents:
+    exact (no rounding), and no square or difference of the scaled values over- or underflows."""
+    _, e = np.frexp(np.abs(x).max(axis=0, initial=0.0))
+    return np.ldexp(x, -e), e
+
+
 def check_int(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name}: must be an integer, got {value!r}")

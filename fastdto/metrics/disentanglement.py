@@ -17,6 +17,7 @@ from ._validation import (
     check_int,
     check_pair,
     labels_of,
+    power_of_two_scaled,
     top_two_gap,
 )
 
@@ -146,10 +147,8 @@ def disentanglement_score(
     cont = np.flatnonzero(~flags)
     disc = np.flatnonzero(flags)
     wc = w[:, cont]
-    # Each continuous factor divided by a power of two near its largest magnitude (exact): the score
-    # is scale-free, but squares of factors near 1e160 or 1e-170 would over- or underflow.
-    _, e = np.frexp(np.abs(wc).max(axis=0, initial=0.0))
-    wc = np.ldexp(wc, -e)
+    # The score is scale-free, but squares of factors near 1e160 or 1e-170 would over- or underflow.
+    wc, _ = power_of_two_scaled(wc)
     sd = wc.std(axis=0)
     for i, kk in enumerate(cont):
         if not sd[i] > 0:

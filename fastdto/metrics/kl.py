@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import _is_torch_tensor, as_matrix, check_positive_float
+from ._validation import _is_torch_tensor, as_matrix, check_positive_float, power_of_two_scaled
 
 __all__ = ["active_latents", "kl_terms", "polarized_fraction"]
 
@@ -25,10 +25,8 @@ def active_latents(mu, threshold: float = 0.5) -> np.ndarray:
     """
     m = as_matrix(mu, "mu")
     threshold = check_positive_float(threshold, "threshold", allow_zero=True)
-    # Each column divided by a power of two near its largest magnitude (exact) and shifted by its first
-    # value: no square over- or underflows, and a constant column has std exactly 0 at any scale.
-    _, e = np.frexp(np.abs(m).max(axis=0))
-    scaled = np.ldexp(m, -e)
+    # Shifted by the first value as well: a constant column has std exactly 0 at any scale.
+    scaled, e = power_of_two_scaled(m)
     return np.ldexp((scaled - scaled[:1]).std(axis=0), e) > threshold
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from ._validation import check_discrete, check_int, check_pair, labels_of, top_two_gap
+from ._validation import check_discrete, check_int, check_pair, labels_of, power_of_two_scaled, top_two_gap
 
 __all__ = ["mig", "discretize", "mutual_information", "entropy"]
 
@@ -32,8 +32,7 @@ def discretize(x: np.ndarray, n_bins: int, estimator: str = "histogram") -> np.n
             if lo == hi:  # one value, one bin (numpy would centre a unit range on it, or fail above 1e15)
                 out[:, j] = 0
                 continue
-            # Divided by a power of two (exact, so the bins are unchanged) to keep hi - lo finite.
-            col = np.ldexp(col, -np.frexp(max(abs(lo), abs(hi)))[1])
+            col = power_of_two_scaled(col)[0]  # exact, so the bins are unchanged; hi - lo stays finite
             try:
                 edges = np.histogram(col, bins=n_bins)[1]
                 out[:, j] = np.digitize(col, edges[:-1]) - 1
