@@ -52,6 +52,24 @@ def test_report_keeps_cells_to_one_length_and_lists_random_decoders(tmp_path):
     assert "300 points, 2 decoders" in md
 
 
+def test_figure4_counts_earlier_evaluations_of_runs_trained_further(tmp_path):
+    # Runs trained in stages (--epochs 2, then 5) keep the first evaluation as result_step<N>.json:
+    # Figure 4 plots both lengths, the tables only the final one.
+    for s, stages in enumerate([[(2, 0.9, 0.4), (5, 0.5, 0.7)], [(2, 1.0, 0.3), (5, 0.6, 0.6)]]):
+        (ep0, dto0, dis0), (ep1, dto1, dis1) = stages
+        write_run(tmp_path, "dsprites-beta-vae", "dsprites", s, dto1, dis1, epochs=ep1)
+        (tmp_path / "dsprites-beta-vae" / f"seed{s}" / "result_step5184.json").write_text(json.dumps({
+            "recipe": "dsprites-beta-vae", "dataset": "dsprites", "model": "beta-vae", "seed": s,
+            "epochs": ep0, "dto": dto0, "dto_active": dto0, "disentanglement": dis0}))
+    (tmp_path / "dsprites-beta-vae" / "seed0" / "result_step9.json").write_text("[1, 2]")  # not a result
+    assert report.main([str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "dsprites beta-vae: Pearson r = -" in md and "over 4 evaluations of 2 runs" in md
+    assert "not independent" in md
+    row = next(line for line in md.splitlines() if line.startswith("| dsprites | DtO ↓"))
+    assert "0.55 ± 0.05 (n=2)" in row  # the tables average final results only
+
+
 def test_reproduce_goes_on_after_a_failing_cell(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FASTDTO_MNIST_DIR", str(tmp_path / "no-mnist-here"))
     code = reproduce.main(["--tasks", "synth-lin,mnist", "--variants", "ae", "--seeds", "1", "--epochs", "1",
