@@ -244,10 +244,11 @@ class _Accumulator:
             part = dict(sigma=empty((N, d), torch.float64), perm=empty((N, d), torch.int64),
                         signs=empty((N, d), torch.int8), distance=empty((N,), torch.float64),
                         flags=empty((N,), torch.uint8), V=empty((N, d, d), torch.float64) if want_v else None)
+            scratch = empty(_engine.cuda_dto_scratch_bytes(N, n, d, want_v), torch.uint8)
             _engine.cuda_dto_from_jacobians(
                 J.data_ptr(), N, n, d, *J.stride(), _DTYPE_NAMES[J.dtype], solver, self.gram_rcond, tol,
                 *(part[k].data_ptr() for k in _PARTS[:5]), 0 if part["V"] is None else part["V"].data_ptr(),
-                torch.cuda.current_stream(dev).cuda_stream,
+                scratch.data_ptr(), scratch.numel(), torch.cuda.current_stream(dev).cuda_stream,
                 device=dev.index if dev.index is not None else torch.cuda.current_device())
         return part
 
@@ -424,9 +425,11 @@ def _nearest_signed_permutation_cuda(V: torch.Tensor, solver: str, single: bool)
         signs = torch.empty((N, d), dtype=torch.int8, device=dev)
         dist = torch.empty((N,), dtype=torch.float64, device=dev)
         flags = torch.empty((N,), dtype=torch.uint8, device=dev)
+        scratch = torch.empty(_engine.cuda_signed_permutations_scratch_bytes(N, d), dtype=torch.uint8, device=dev)
         _engine.cuda_signed_permutations(
             V.data_ptr(), N, d, *V.stride(), _DTYPE_NAMES[V.dtype], solver, perm.data_ptr(), signs.data_ptr(),
-            dist.data_ptr(), flags.data_ptr(), torch.cuda.current_stream(dev).cuda_stream,
+            dist.data_ptr(), flags.data_ptr(), scratch.data_ptr(), scratch.numel(),
+            torch.cuda.current_stream(dev).cuda_stream,
             device=dev.index if dev.index is not None else torch.cuda.current_device())
     bad = (flags & _engine.FLAG_NONFINITE) != 0
     if bool(bad.any()):

@@ -44,7 +44,8 @@ def test_build_info_reports_cuda_architectures():
     assert BUILD["cuda_architectures"] == "80-real,90-real,90-virtual"
     assert BUILD["cuda_runtime"]
     assert isinstance(BUILD["cuda_devices"], int) and BUILD["cuda_devices"] >= 0
-    for name in ("cuda_dto_from_jacobians", "cuda_signed_permutations", "cuda_device_count"):
+    for name in ("cuda_dto_from_jacobians", "cuda_signed_permutations", "cuda_device_count",
+                 "cuda_dto_scratch_bytes", "cuda_signed_permutations_scratch_bytes"):
         assert hasattr(E, name)
     assert E.cuda_device_count() == BUILD["cuda_devices"]
 
@@ -73,11 +74,13 @@ def test_cpu_only_build_has_no_cuda_entry_points():
 
 
 def _raw_dto(J_ptr=1 << 20, N=2, n=5, d=3, strides=None, dtype="float32", solver="exact", rcond=RCOND,
-             tol=1e-6, out=None, V_ptr=0, stream=0, **kw):
+             tol=1e-6, out=None, V_ptr=0, scratch_ptr=1 << 20, scratch_bytes=None, stream=0, **kw):
     sN, sn, sd = strides or (n * d, d, 1)
     o = out or [1 << 20] * 5
-    return E.cuda_dto_from_jacobians(J_ptr, N, n, d, sN, sn, sd, dtype, solver, rcond, tol, *o, V_ptr, stream,
-                                     **kw)
+    if scratch_bytes is None:
+        scratch_bytes = E.cuda_dto_scratch_bytes(N, n, d, V_ptr != 0) if min(N, n, d) > 0 and d <= 64 else 0
+    return E.cuda_dto_from_jacobians(J_ptr, N, n, d, sN, sn, sd, dtype, solver, rcond, tol, *o, V_ptr, scratch_ptr,
+                                     scratch_bytes, stream, **kw)
 
 
 @requires_cuda_build
@@ -93,6 +96,7 @@ def _raw_dto(J_ptr=1 << 20, N=2, n=5, d=3, strides=None, dtype="float32", solver
     (dict(strides=(15, -3, 1)), ValueError, "negative stride"),
     (dict(gram_kernel="fast"), ValueError, "gram_kernel"),
     (dict(d=17, gram_kernel="register"), ValueError, "register"),
+    (dict(scratch_bytes=1000), ValueError, "scratch: 1000 bytes given"),
 ])
 def test_raw_argument_errors_need_no_device(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -102,9 +106,11 @@ def test_raw_argument_errors_need_no_device(kwargs, exc, match):
 @requires_cuda_build
 def test_raw_permutation_argument_errors_need_no_device():
     args = dict(V_ptr=1 << 20, N=2, d=3, sN=9, si=3, sj=1, dtype="float64", solver="exact", perm_ptr=8,
-                signs_ptr=8, dist_ptr=8, flags_ptr=8, stream=0)
+                signs_ptr=8, dist_ptr=8, flags_ptr=8, scratch_ptr=1 << 20,
+                scratch_bytes=E.cuda_signed_permutations_scratch_bytes(2, 3), stream=0)
     for change, exc in [(dict(d=65), ValueError), (dict(N=0), ValueError), (dict(dtype="int8"), TypeError),
-                        (dict(solver="milp"), ValueError), (dict(si=-1), ValueError)]:
+                        (dict(solver="milp"), ValueError), (dict(si=-1), ValueError),
+                        (dict(scratch_bytes=100), ValueError)]:
         with pytest.raises(exc):
             E.cuda_signed_permutations(**{**args, **change})
 
@@ -146,6 +152,11 @@ def with_singular_values(rng, N, n, s):
     return np.stack([orthonormal(rng, n, d) * s @ orthonormal(rng, d, d).T for _ in range(N)])
 
 
+def scratch_tensor(nbytes: int, dev) -> torch.Tensor:
+    """Scratch for a raw call, filled with NaN bytes so that a kernel reading what it never wrote shows."""
+    return torch.full((nbytes,), 0xFF, dtype=torch.uint8, device=dev)
+
+
 def run_raw(J: torch.Tensor, solver="exact", rcond=RCOND, tol=None, return_v=True, gram_kernel="auto"):
     """The raw CUDA binding on poisoned outputs; returns NumPy copies."""
     N, n, d = J.shape
@@ -157,9 +168,11 @@ def run_raw(J: torch.Tensor, solver="exact", rcond=RCOND, tol=None, return_v=Tru
                dist=torch.full((N,), math.nan, dtype=torch.float64, device=dev),
                flags=torch.full((N,), 255, dtype=torch.uint8, device=dev))
     V = torch.full((N, d, d), math.nan, dtype=torch.float64, device=dev) if return_v else None
+    scratch = scratch_tensor(E.cuda_dto_scratch_bytes(N, n, d, V is not None), dev)
     E.cuda_dto_from_jacobians(J.data_ptr(), N, n, d, *J.stride(), DTYPES[J.dtype], solver, rcond, tol,
                               out["sigma"].data_ptr(), out["perm"].data_ptr(), out["signs"].data_ptr(),
                               out["dist"].data_ptr(), out["flags"].data_ptr(), 0 if V is None else V.data_ptr(),
+                              scratch.data_ptr(), scratch.numel(),
                               torch.cuda.current_stream(dev).cuda_stream, device=dev.index,
                               gram_kernel=gram_kernel)
     torch.cuda.synchronize(dev)
@@ -169,13 +182,12 @@ def run_raw(J: torch.Tensor, solver="exact", rcond=RCOND, tol=None, return_v=Tru
 
 
 def run_cpu(J: torch.Tensor, solver="exact", rcond=RCOND, tol=None):
-    """The CPU engine. It raises on non-finite samples, so those are left out and flagged here by its own
-    rule (a non-finite Gram diagonal, i.e. a column sum of squares that is not finite in float64)."""
+    """The CPU engine. It raises on non-finite samples (NaN or Inf in J; a J whose Gram would overflow is
+    scaled and taken through the SVD path instead), so those are left out and flagged here."""
     tol = default_tol(J.dtype) if tol is None else tol
     Jc = J.detach().cpu().numpy()
     N, n, d = Jc.shape
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite = np.isfinite((Jc.astype(np.float64) ** 2).sum(axis=1)).all(axis=1)
+    finite = np.isfinite(Jc).all(axis=(1, 2))
     res = dict(sigma=np.full((N, d), np.nan), perm=np.full((N, d), -1, dtype=np.int64),
                signs=np.zeros((N, d), dtype=np.int8), dist=np.full(N, np.nan),
                flags=np.full(N, NONFIN, dtype=np.uint8), V=np.full((N, d, d), np.nan))
@@ -348,12 +360,14 @@ def test_non_finite_samples_are_flagged_and_nothing_else_breaks(rng):
         Jn[2, 4, 1] = np.nan
         Jn[6, 0, 0] = np.inf
         if dtype == torch.float64:
-            Jn[8, 3, 3] = 1e200  # its square overflows float64
+            Jn[8, 3, 3] = 1e200  # finite, but its square overflows: scaled, on the SVD path, not flagged
         J = torch.as_tensor(Jn, dtype=dtype, device="cuda")
         g = compare(J, rng.seed_value)
-        bad = [2, 6, 8] if dtype == torch.float64 else [2, 6]
+        bad = [2, 6]
         assert ((g["flags"] & NONFIN) > 0).nonzero()[0].tolist() == bad
         assert (g["flags"][bad] == NONFIN).all()
+        if dtype == torch.float64:
+            assert g["flags"][8] & SVD and g["sigma"][8, 0] == pytest.approx(1e200, rel=1e-12)
         # the public API raises the CPU engine's error, naming the sample in the caller's numbering
         with pytest.raises(ValueError) as gpu_err:
             fastdto.dto_from_jacobians(J, chunk_size=4)
@@ -385,8 +399,10 @@ def test_chunk_boundary(rng):
            torch.zeros((N, d), dtype=torch.int8, device="cuda"),
            torch.full((N,), math.nan, dtype=torch.float64, device="cuda"),
            torch.full((N,), 255, dtype=torch.uint8, device="cuda")]
+    scratch = scratch_tensor(E.cuda_dto_scratch_bytes(N, n, d, False), "cuda")
     E.cuda_dto_from_jacobians(J.data_ptr(), N, n, d, *J.stride(), "float32", "exact", RCOND, default_tol(J.dtype),
-                              *[o.data_ptr() for o in out], 0, torch.cuda.current_stream().cuda_stream)
+                              *[o.data_ptr() for o in out], 0, scratch.data_ptr(), scratch.numel(),
+                              torch.cuda.current_stream().cuda_stream)
     sigma, perm, signs, dist, flags = [o.cpu().numpy() for o in out]
     g = dict(sigma=sigma, perm=perm, signs=signs, dist=dist, flags=flags, V=None)
     check_written(g, d, np.ones(N, dtype=bool))
@@ -407,8 +423,10 @@ def run_raw_perm(V: torch.Tensor, solver="exact"):
     out = [torch.full((N, d), -1, dtype=torch.int64, device=dev), torch.zeros((N, d), dtype=torch.int8, device=dev),
            torch.full((N,), math.nan, dtype=torch.float64, device=dev),
            torch.full((N,), 255, dtype=torch.uint8, device=dev)]
+    scratch = scratch_tensor(E.cuda_signed_permutations_scratch_bytes(N, d), dev)
     E.cuda_signed_permutations(V.data_ptr(), N, d, *V.stride(), DTYPES[V.dtype], solver,
-                               *[o.data_ptr() for o in out], torch.cuda.current_stream(dev).cuda_stream,
+                               *[o.data_ptr() for o in out], scratch.data_ptr(), scratch.numel(),
+                               torch.cuda.current_stream(dev).cuda_stream,
                                device=dev.index)
     torch.cuda.synchronize(dev)
     return [o.cpu().numpy() for o in out]
@@ -539,17 +557,23 @@ def test_raw_pointer_validation():
             torch.empty(2, dtype=torch.uint8, device="cuda")]
     ptrs = [o.data_ptr() for o in outs]
     host = np.zeros(64, dtype=np.float64)
-    _raw_dto(J.data_ptr(), out=ptrs)  # valid call
+    scratch = scratch_tensor(E.cuda_dto_scratch_bytes(2, 5, 3, False), "cuda")
+    ok = dict(out=ptrs, scratch_ptr=scratch.data_ptr())
+    _raw_dto(J.data_ptr(), **ok)  # valid call
     torch.cuda.synchronize()
     with pytest.raises(ValueError, match="not device memory"):
-        _raw_dto(host.ctypes.data, out=ptrs)
+        _raw_dto(host.ctypes.data, **ok)
     with pytest.raises(ValueError, match="null pointer"):
-        _raw_dto(0, out=ptrs)
+        _raw_dto(0, **ok)
     with pytest.raises(ValueError, match="aligned"):
-        _raw_dto(J.data_ptr() + 2, out=ptrs)
+        _raw_dto(J.data_ptr() + 2, **ok)
     with pytest.raises(ValueError, match="not device memory"):
-        _raw_dto(J.data_ptr(), out=ptrs[:3] + [host.ctypes.data] + ptrs[4:])
+        _raw_dto(J.data_ptr(), out=ptrs[:3] + [host.ctypes.data] + ptrs[4:], scratch_ptr=scratch.data_ptr())
     with pytest.raises(ValueError, match="V"):
-        _raw_dto(J.data_ptr(), out=ptrs, V_ptr=host.ctypes.data)
+        _raw_dto(J.data_ptr(), V_ptr=host.ctypes.data, **ok)
+    with pytest.raises(ValueError, match="scratch is not device memory"):
+        _raw_dto(J.data_ptr(), out=ptrs, scratch_ptr=host.ctypes.data)
+    with pytest.raises(ValueError, match="scratch is not aligned"):
+        _raw_dto(J.data_ptr(), out=ptrs, scratch_ptr=scratch.data_ptr() + 8)
     with pytest.raises(ValueError, match="device"):
-        _raw_dto(J.data_ptr(), out=ptrs, device=torch.cuda.device_count())
+        _raw_dto(J.data_ptr(), device=torch.cuda.device_count(), **ok)

@@ -1,7 +1,8 @@
 // CUDA backend: pybind11 entry points that take raw device pointers (Python ints), shapes, element
 // strides, a dtype name and the caller's CUDA stream, validate everything they can, and enqueue the
 // kernels of kernels.cuh on that stream. Nothing here waits for the GPU: no device or stream
-// synchronisation, scratch memory is stream-ordered (cudaMallocAsync / cudaFreeAsync), and the
+// synchronisation; scratch memory comes from the caller (a torch tensor, so PyTorch's caching
+// allocator sees it, can free its cache for it and orders its reuse on the stream), and the
 // caller reads the flags (e.g. for non-finite input) whenever it next synchronises.
 #include <pybind11/pybind11.h>
 
@@ -36,30 +37,50 @@ void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) raise_cuda(err, what);
 }
 
-// Stream-ordered scratch. Freed on the same stream when it goes out of scope (also on errors).
-class AsyncScratch {
- public:
-  AsyncScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes > 0) check(cudaMallocAsync(&ptr_, bytes, stream), "cudaMallocAsync (scratch memory)");
-  }
-  ~AsyncScratch() {
-    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);  // only reached on error paths; see release()
-  }
-  AsyncScratch(const AsyncScratch&) = delete;
-  AsyncScratch& operator=(const AsyncScratch&) = delete;
-  char* get() const { return static_cast<char*>(ptr_); }
-  void release() {
-    void* p = ptr_;
-    ptr_ = nullptr;
-    if (p) check(cudaFreeAsync(p, stream_), "cudaFreeAsync (scratch memory)");
-  }
+size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
+// Scratch of one dto_from_jacobians call, carved into aligned parts: G (and V when the caller does not
+// want it) per sample of a chunk, the SVD-path list and its counter, and the SVD pool's slots.
+struct DtoLayout {
+  long long chunk;
+  int slots;
+  size_t g_bytes, v_bytes, list_bytes, count_bytes, x_bytes, r_bytes;
+  size_t total() const { return g_bytes + v_bytes + list_bytes + count_bytes + x_bytes + r_bytes; }
 };
 
-size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
+DtoLayout dto_layout(long long N, long long n, long long d, bool with_V) {
+  const size_t dd = (size_t)d * d;
+  const size_t per_sample = dd * sizeof(double) * (with_V ? 1 : 2) + sizeof(int);
+  DtoLayout L{};
+  L.chunk = std::max<long long>(1, std::min<long long>(
+      {N, (long long)(kChunkScratchBytes / per_sample), (long long)(INT_MAX / 2)}));
+  const size_t per_slot = ((size_t)n * d + dd) * sizeof(double);
+  L.slots = (int)std::max<long long>(1, std::min<long long>(L.chunk, (long long)(kSvdPoolBytes / per_slot)));
+  L.g_bytes = align_up(L.chunk * dd * sizeof(double));
+  L.v_bytes = with_V ? 0 : align_up(L.chunk * dd * sizeof(double));
+  L.list_bytes = align_up(L.chunk * sizeof(int));
+  L.count_bytes = align_up(sizeof(int));
+  L.x_bytes = align_up((size_t)L.slots * n * d * sizeof(double));
+  L.r_bytes = align_up((size_t)L.slots * dd * sizeof(double));
+  return L;
+}
+
+// signed_permutations: a working copy of V and the assignment costs per sample of a chunk.
+long long perm_chunk(long long N, long long d) {
+  return std::max<long long>(1, std::min<long long>(
+      {N, (long long)(kChunkScratchBytes / (2 * (size_t)d * d * sizeof(double))), (long long)(INT_MAX / 2)}));
+}
+
+size_t perm_scratch_bytes(long long N, long long d) {
+  return 2 * align_up(perm_chunk(N, d) * (size_t)d * d * sizeof(double));
+}
+
+// The caller's scratch must be large enough; where it lives is checked once a device is current.
+void check_scratch_size(size_t bytes, size_t needed) {
+  if (bytes < needed)
+    throw py::value_error("scratch: " + std::to_string(bytes) + " bytes given, " + std::to_string(needed) +
+                          " needed (see cuda_dto_scratch_bytes / cuda_signed_permutations_scratch_bytes)");
+}
 
 int element_size(const std::string& dtype, const char* name) {
   if (dtype == "float32") return 4;
@@ -138,8 +159,8 @@ class DeviceScope {
 void check_device_range(uintptr_t ptr, size_t bytes, size_t align, int device, const char* name) {
   if (ptr == 0) throw py::value_error(std::string(name) + " is a null pointer");
   if (ptr % align != 0)
-    throw py::value_error(std::string(name) + " is not aligned to its element size (" +
-                          std::to_string(align) + " bytes)");
+    throw py::value_error(std::string(name) + " is not aligned to " +
+                          std::to_string(align) + " bytes");
   const uintptr_t span = bytes > 0 ? bytes - 1 : 0;
   if (span > UINTPTR_MAX - ptr) throw py::value_error(std::string(name) + " extends past the address space");
   const uintptr_t ends[2] = {ptr, ptr + span};
@@ -157,6 +178,7 @@ void check_device_range(uintptr_t ptr, size_t bytes, size_t align, int device, c
                             " but the current device is " + std::to_string(device));
   }
 }
+
 
 // Element offset of the last element of a strided (count, rows, cols) batch; strides must be >= 0.
 long long last_offset(long long count, long long rows, long long cols, long long s0, long long s1,
@@ -225,6 +247,7 @@ struct DtoArgs {
   SampleOptions opt;
   DtoOutputs out;  // out.V: N x d x d, or null (then V lives in scratch)
   bool tiled;
+  char* scratch;  // dto_layout(N, n, d, out.V != nullptr).total() bytes, 256-byte aligned
   cudaStream_t stream;
 };
 
@@ -233,30 +256,19 @@ void run_dto(const DtoArgs& a) {
   const T* J = static_cast<const T*>(a.J);
   const int n = a.n, d = a.d;
   const size_t dd = (size_t)d * d;
-  const size_t per_sample = dd * sizeof(double) * (a.out.V ? 1 : 2) + sizeof(int);
-  const long long chunk = std::max<long long>(1, std::min<long long>(
-      {a.N, (long long)(kChunkScratchBytes / per_sample), (long long)(INT_MAX / 2)}));
-  const size_t per_slot = ((size_t)n * d + dd) * sizeof(double);
-  const int slots = (int)std::max<long long>(1, std::min<long long>(chunk, (long long)(kSvdPoolBytes / per_slot)));
-
-  const size_t g_bytes = align_up(chunk * dd * sizeof(double));
-  const size_t v_bytes = a.out.V ? 0 : align_up(chunk * dd * sizeof(double));
-  const size_t list_bytes = align_up(chunk * sizeof(int));
-  const size_t count_bytes = align_up(sizeof(int));
-  const size_t x_bytes = align_up((size_t)slots * n * d * sizeof(double));
-  const size_t r_bytes = align_up((size_t)slots * dd * sizeof(double));
-  AsyncScratch scratch(g_bytes + v_bytes + list_bytes + count_bytes + x_bytes + r_bytes, a.stream);
-  char* p = scratch.get();
+  const DtoLayout L = dto_layout(a.N, n, d, a.out.V != nullptr);
+  const long long chunk = L.chunk;
+  char* p = a.scratch;
   double* G = reinterpret_cast<double*>(p);
-  p += g_bytes;
+  p += L.g_bytes;
   double* Vscratch = reinterpret_cast<double*>(p);
-  p += v_bytes;
+  p += L.v_bytes;
   int* list = reinterpret_cast<int*>(p);
-  p += list_bytes;
+  p += L.list_bytes;
   int* counter = reinterpret_cast<int*>(p);
-  p += count_bytes;
+  p += L.count_bytes;
   double* X = reinterpret_cast<double*>(p);
-  p += x_bytes;
+  p += L.x_bytes;
   double* R = reinterpret_cast<double*>(p);
 
   for (long long c0 = 0; c0 < a.N; c0 += chunk) {
@@ -270,12 +282,11 @@ void run_dto(const DtoArgs& a) {
     finish_kernel<MaxD><<<blocks_for(m, kSampleThreads), kSampleThreads, 0, a.stream>>>(
         m, d, G, Vw, a.opt, out, list, counter);
     check(cudaGetLastError(), "per-sample kernel launch");
-    const int s = std::min(slots, m);
+    const int s = std::min(L.slots, m);
     svd_kernel<T, MaxD><<<blocks_for(s, kSvdThreads), kSvdThreads, 0, a.stream>>>(
         Jc, a.sN, a.sn, a.sd, n, d, list, counter, s, X, R, Vw, a.opt, out);
     check(cudaGetLastError(), "SVD-path kernel launch");
   }
-  scratch.release();
 }
 
 template <typename T>
@@ -291,7 +302,8 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
                              long long sn, long long sd, const std::string& dtype,
                              const std::string& solver, double gram_rcond, double ambiguity_tol,
                              uintptr_t sigma_ptr, uintptr_t perm_ptr, uintptr_t signs_ptr,
-                             uintptr_t dist_ptr, uintptr_t flags_ptr, uintptr_t V_ptr, uintptr_t stream,
+                             uintptr_t dist_ptr, uintptr_t flags_ptr, uintptr_t V_ptr,
+                             uintptr_t scratch_ptr, size_t scratch_bytes, uintptr_t stream,
                              int device, const std::string& gram_kernel) {
   const int item = element_size(dtype, "J");
   check_sizes(N, n, d, "J", "(N, n, d)");
@@ -304,6 +316,8 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
   if (gram_kernel == "register" && d > kSmallGramDim)
     throw py::value_error("the register-tiled Gram kernel needs d <= " + std::to_string(kSmallGramDim));
   const long long last = last_offset(N, n, d, sN, sn, sd, "J");
+  const size_t scratch_needed = dto_layout(N, n, d, V_ptr != 0).total();
+  check_scratch_size(scratch_bytes, scratch_needed);
 
   const DeviceScope scope(device);
   const int dev = scope.device();
@@ -315,6 +329,7 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
   check_device_range(dist_ptr, (size_t)N * 8, 8, dev, "distance");
   check_device_range(flags_ptr, (size_t)N, 1, dev, "flags");
   if (V_ptr) check_device_range(V_ptr, Nd * d * 8, 8, dev, "V");
+  check_device_range(scratch_ptr, scratch_needed, 256, dev, "scratch");
 
   DtoArgs a{};
   a.J = reinterpret_cast<const void*>(J_ptr);
@@ -330,6 +345,7 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
                         reinterpret_cast<uint8_t*>(flags_ptr)};
   a.out.V = reinterpret_cast<double*>(V_ptr);
   a.tiled = gram_kernel == "tiled";
+  a.scratch = reinterpret_cast<char*>(scratch_ptr);
   a.stream = reinterpret_cast<cudaStream_t>(stream);
   py::gil_scoped_release release;
   (void)cudaGetLastError();  // an error left pending by someone else must not be reported as ours
@@ -341,14 +357,10 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
 
 template <typename T, int MaxD>
 void run_perm(const T* V, long long N, long long sN, long long si, long long sj, int d, Solver solver,
-              const DtoOutputs& o, cudaStream_t stream) {
-  const size_t dd = (size_t)d * d;
-  const long long chunk = std::max<long long>(1, std::min<long long>(
-      {N, (long long)(kChunkScratchBytes / (2 * dd * sizeof(double))), (long long)(INT_MAX / 2)}));
-  const size_t w_bytes = align_up(chunk * dd * sizeof(double));
-  AsyncScratch scratch(2 * w_bytes, stream);
-  double* W = reinterpret_cast<double*>(scratch.get());
-  double* C = reinterpret_cast<double*>(scratch.get() + w_bytes);
+              const DtoOutputs& o, char* scratch, cudaStream_t stream) {
+  const long long chunk = perm_chunk(N, d);
+  double* W = reinterpret_cast<double*>(scratch);
+  double* C = reinterpret_cast<double*>(scratch + perm_scratch_bytes(N, d) / 2);
   for (long long c0 = 0; c0 < N; c0 += chunk) {
     const int m = (int)std::min<long long>(chunk, N - c0);
     DtoOutputs out{nullptr, o.perm + c0 * d, o.signs + c0 * d, o.distance + c0, o.flags + c0};
@@ -356,27 +368,28 @@ void run_perm(const T* V, long long N, long long sN, long long si, long long sj,
         V + c0 * sN, sN, si, sj, m, d, solver, W, C, out);
     check(cudaGetLastError(), "signed-permutation kernel launch");
   }
-  scratch.release();
 }
 
 template <typename T>
 void dispatch_perm(const T* V, long long N, long long sN, long long si, long long sj, int d,
-                   Solver solver, const DtoOutputs& o, cudaStream_t stream) {
+                   Solver solver, const DtoOutputs& o, char* scratch, cudaStream_t stream) {
   switch (bucket(d)) {
-    case 16: run_perm<T, 16>(V, N, sN, si, sj, d, solver, o, stream); break;
-    case 32: run_perm<T, 32>(V, N, sN, si, sj, d, solver, o, stream); break;
-    default: run_perm<T, 64>(V, N, sN, si, sj, d, solver, o, stream); break;
+    case 16: run_perm<T, 16>(V, N, sN, si, sj, d, solver, o, scratch, stream); break;
+    case 32: run_perm<T, 32>(V, N, sN, si, sj, d, solver, o, scratch, stream); break;
+    default: run_perm<T, 64>(V, N, sN, si, sj, d, solver, o, scratch, stream); break;
   }
 }
 
 void cuda_signed_permutations(uintptr_t V_ptr, long long N, long long d, long long sN, long long si,
                               long long sj, const std::string& dtype, const std::string& solver,
                               uintptr_t perm_ptr, uintptr_t signs_ptr, uintptr_t dist_ptr,
-                              uintptr_t flags_ptr, uintptr_t stream, int device) {
+                              uintptr_t flags_ptr, uintptr_t scratch_ptr, size_t scratch_bytes,
+                              uintptr_t stream, int device) {
   const int item = element_size(dtype, "V");
   check_sizes(N, d, d, "V", "(N, d, d)");
   const Solver s = parse_solver(solver);
   const long long last = last_offset(N, d, d, sN, si, sj, "V");
+  check_scratch_size(scratch_bytes, perm_scratch_bytes(N, d));
 
   const DeviceScope scope(device);
   const int dev = scope.device();
@@ -386,16 +399,18 @@ void cuda_signed_permutations(uintptr_t V_ptr, long long N, long long d, long lo
   check_device_range(signs_ptr, Nd, 1, dev, "signs");
   check_device_range(dist_ptr, (size_t)N * 8, 8, dev, "distance");
   check_device_range(flags_ptr, (size_t)N, 1, dev, "flags");
+  check_device_range(scratch_ptr, perm_scratch_bytes(N, d), 256, dev, "scratch");
 
   const DtoOutputs o{nullptr, reinterpret_cast<int64_t*>(perm_ptr), reinterpret_cast<int8_t*>(signs_ptr),
                         reinterpret_cast<double*>(dist_ptr), reinterpret_cast<uint8_t*>(flags_ptr)};
   const cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  char* scratch = reinterpret_cast<char*>(scratch_ptr);
   py::gil_scoped_release release;
   (void)cudaGetLastError();
   if (item == 4)
-    dispatch_perm(reinterpret_cast<const float*>(V_ptr), N, sN, si, sj, (int)d, s, o, st);
+    dispatch_perm(reinterpret_cast<const float*>(V_ptr), N, sN, si, sj, (int)d, s, o, scratch, st);
   else
-    dispatch_perm(reinterpret_cast<const double*>(V_ptr), N, sN, si, sj, (int)d, s, o, st);
+    dispatch_perm(reinterpret_cast<const double*>(V_ptr), N, sN, si, sj, (int)d, s, o, scratch, st);
 }
 
 }  // namespace
@@ -432,19 +447,33 @@ void register_cuda_bindings(py::module_& m) {
         py::arg("n"), py::arg("d"), py::arg("sN"), py::arg("sn"), py::arg("sd"), py::arg("dtype"),
         py::arg("solver"), py::arg("gram_rcond"), py::arg("ambiguity_tol"), py::arg("sigma_ptr"),
         py::arg("perm_ptr"), py::arg("signs_ptr"), py::arg("dist_ptr"), py::arg("flags_ptr"),
-        py::arg("V_ptr"), py::arg("stream"), py::arg("device") = -1, py::arg("gram_kernel") = "auto",
+        py::arg("V_ptr"), py::arg("scratch_ptr"), py::arg("scratch_bytes"), py::arg("stream"),
+        py::arg("device") = -1, py::arg("gram_kernel") = "auto",
         "Enqueues DtO of a strided (N, n, d) float32/float64 device batch on `stream`.\n\n"
         "Pointers are device addresses (Python ints): J with element strides (sN, sn, sd); outputs "
         "are caller-allocated contiguous device buffers: sigma (N, d) float64, perm (N, d) int64, "
-        "signs (N, d) int8, distance (N,) float64, flags (N,) uint8, V (N, d, d) float64 or 0. "
+        "signs (N, d) int8, distance (N,) float64, flags (N,) uint8, V (N, d, d) float64 or 0; "
+        "scratch: cuda_dto_scratch_bytes(N, n, d, V_ptr != 0) bytes, 256-byte aligned. "
         "`device` >= 0 is made current first. Returns before the GPU finishes; samples with "
         "non-finite input get FLAG_NONFINITE and no other outputs, as in the CPU engine. "
         "gram_kernel ('auto', 'register', 'tiled') is for tests.");
   m.def("cuda_signed_permutations", &cuda::cuda_signed_permutations, py::arg("V_ptr"), py::arg("N"),
         py::arg("d"), py::arg("sN"), py::arg("si"), py::arg("sj"), py::arg("dtype"), py::arg("solver"),
         py::arg("perm_ptr"), py::arg("signs_ptr"), py::arg("dist_ptr"), py::arg("flags_ptr"),
-        py::arg("stream"), py::arg("device") = -1,
-        "Enqueues nearest signed permutations of a strided (N, d, d) device batch on `stream`.");
+        py::arg("scratch_ptr"), py::arg("scratch_bytes"), py::arg("stream"), py::arg("device") = -1,
+        "Enqueues nearest signed permutations of a strided (N, d, d) device batch on `stream`; scratch: "
+        "cuda_signed_permutations_scratch_bytes(N, d) bytes, 256-byte aligned.");
+  m.def("cuda_dto_scratch_bytes", [](long long N, long long n, long long d, bool with_V) {
+          cuda::check_sizes(N, n, d, "J", "(N, n, d)");
+          return cuda::dto_layout(N, n, d, with_V).total();
+        }, py::arg("N"), py::arg("n"), py::arg("d"), py::arg("with_V"),
+        "Device scratch bytes cuda_dto_from_jacobians needs: it works in chunks, so at most about 770 MB "
+        "(more only where one n x d float64 copy of J exceeds the 256 MB SVD pool).");
+  m.def("cuda_signed_permutations_scratch_bytes", [](long long N, long long d) {
+          cuda::check_sizes(N, d, d, "V", "(N, d, d)");
+          return cuda::perm_scratch_bytes(N, d);
+        }, py::arg("N"), py::arg("d"),
+        "Device scratch bytes cuda_signed_permutations needs (at most about 512 MB: it works in chunks).");
 }
 
 }  // namespace fastdto
