@@ -74,6 +74,32 @@ def test_post_jacobian_gram_eigh_scipy(race, jacobians_f32):
     assert out.shape == (len(J),)
 
 
+# ------------------------------------------------------------------ 1b. a passive latent
+
+@pytest.fixture(scope="module")
+def jacobians_passive(jacobians_f32):
+    """The same Jacobians with the last latent's column scaled by 1e-5 (a passive latent of a VAE):
+    sigma_min / sigma_max is below gram_rcond, but J with unit columns is well conditioned."""
+    J = jacobians_f32[: size(4000, 100)].clone()
+    J[:, :, -1] *= 1e-5
+    return J
+
+
+def test_passive_latent_fastdto(race, jacobians_passive):
+    res = race("passive latent", "fastdto dto_from_jacobians", lambda: fastdto.dto_from_jacobians(jacobians_passive),
+               units=len(jacobians_passive))
+    assert not res.svd_path.any()
+
+
+def test_passive_latent_svd_path(race, jacobians_passive):
+    # What these samples cost when sigma_min / sigma_max alone sent them to the QR + Jacobi path.
+    res = race("passive latent", "fastdto, every sample on the SVD path",
+               lambda: fastdto.dto_from_jacobians(jacobians_passive, gram_rcond=1.0), units=len(jacobians_passive))
+    assert res.svd_path.all()
+    ours = fastdto.dto_from_jacobians(jacobians_passive)
+    torch.testing.assert_close(res.per_sample, ours.per_sample, atol=1e-9, rtol=0)
+
+
 # ------------------------------------------------------------------ 2. the solver alone
 
 @pytest.fixture(scope="module")

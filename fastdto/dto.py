@@ -7,11 +7,13 @@ over samples. Zero means every latent axis is exactly a singular direction of th
 
 Pipeline per sample, in the compiled engine: ``G = J^T J`` with float64 accumulation, cyclic Jacobi on
 ``G``, ``sigma = sqrt(eig(G))`` descending, then the nearest signed permutation (certified row-maximum
-fast path, else an exact Hungarian assignment). Samples with ``sigma_min / sigma_max < gram_rcond``, or
-with two distinct singular values so close that ``sigma_k^2 - sigma_k+1^2 <= gram_rcond^2 sigma_max^2``,
-are recomputed from ``J`` itself by Householder QR plus one-sided Jacobi: through the Gram matrix the
-error of ``sigma_min`` grows like ``eps64 * (sigma_max / sigma_min)^2`` and that of ``V`` like
-``eps64 * sigma_max^2 / (sigma_k^2 - sigma_k+1^2)``.
+fast path, else an exact Hungarian assignment). Through the Gram matrix the error of ``sigma_min``
+grows like ``eps64 * (sigma_max / sigma_min)^2`` and that of ``V`` like ``eps64 * sigma_max^2 /
+(sigma_k^2 - sigma_k+1^2)``, but also no faster than ``eps64 / c`` and ``eps64 / (c * relgap)``, where ``c``
+is the smallest eigenvalue of the Gram of ``J`` with unit columns (Jacobi's relative accuracy). A sample is
+recomputed from ``J`` itself, by Householder QR plus one-sided Jacobi, only where both bounds exceed
+``eps64 / gram_rcond^2``: ``J`` ill-conditioned with its columns mixed. A passive latent (one tiny column)
+makes ``sigma_min / sigma_max`` tiny but leaves ``c`` near 1, so such samples keep the fast route.
 
 Devices: CUDA tensors are processed on their own GPU, on the current stream, when the engine was built
 with its CUDA backend (``fastdto.build_info()["cuda"]``) and a device is usable; results stay on that
@@ -37,8 +39,8 @@ __all__ = ["DtOResult", "SignedPermutation", "evaluate", "dto_from_jacobians",
            "nearest_signed_permutation", "DEFAULT_GRAM_RCOND", "MAX_DIM"]
 
 MAX_DIM: int = _engine.MAX_DIM
-#: ``eps64 ** (1/4)``: below this ``sigma_min / sigma_max`` the Gram route could lose more than
-#: ``sqrt(eps64)`` in ``V``; such samples are recomputed on ``J``. For float32 Jacobians this keeps the
+#: ``eps64 ** (1/4)``: below this ``sigma_min / sigma_max`` (of ``J`` with unit columns) the Gram route
+#: could lose more than ``sqrt(eps64)`` in ``V``; such samples are recomputed on ``J``. For float32 Jacobians this keeps the
 #: Gram route's error below the input's own rounding error ``eps32 * sigma_max / sigma_min``.
 DEFAULT_GRAM_RCOND: float = _engine.EPS64 ** 0.25
 _SOLVERS = ("exact", "greedy", "milp")
@@ -305,9 +307,11 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             and the decoder's intermediate results (measured on calls with one and two latents), each
             with its tangents. Memory use is bounded by the chunk, never by ``N``.
         return_v: also return the right singular vectors ``V`` (``(N, k, k)``).
-        gram_rcond: samples with ``sigma_min / sigma_max`` below this, or with two singular values that
-            count as distinct (see ``ambiguity_tol``) and have ``sigma_k^2 - sigma_k+1^2`` at most
-            ``gram_rcond^2 sigma_max^2``, are recomputed on ``J`` by QR plus one-sided Jacobi (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample
+        gram_rcond: samples the Gram route could resolve only to worse than ``eps64 / gram_rcond^2`` are
+            recomputed on ``J`` by QR plus one-sided Jacobi: ``sigma_min / sigma_max`` below this, or two
+            singular values that count as distinct (see ``ambiguity_tol``) with ``sigma_k^2 - sigma_k+1^2``
+            at most ``gram_rcond^2 sigma_max^2``, unless ``J`` with unit columns is well enough conditioned
+            for Jacobi's relative accuracy (module docstring) (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample
             with more than one latent (with one, ``V = [1]`` exactly), ``0`` never). Samples whose Gram
             matrix would under- or overflow float64 (``J`` of scale below about 1e-135 or above 1e150)
             always take that path, on ``J`` scaled by a power of two.

@@ -10,10 +10,8 @@ namespace fastdto {
 
 struct SampleOptions {
   Solver solver;
-  // Samples are recomputed on J (QR + one-sided Jacobi) when sigma_min / sigma_max is below this,
-  // or when two distinct singular values have sigma_k^2 - sigma_k+1^2 <= gram_rcond^2 sigma_max^2:
-  // through the Gram, the error of sigma_min grows like eps64 (sigma_max / sigma_min)^2 and that of
-  // V like eps64 sigma_max^2 / (sigma_k^2 - sigma_k+1^2).
+  // Samples are recomputed on J (QR + one-sided Jacobi) when the Gram cannot give them to about
+  // eps64 / gram_rcond^2; see sigma_from_eigenvalues for the two error bounds and the rule.
   double gram_rcond;
   // V counts as not unique when two consecutive singular values differ by at most
   // ambiguity_tol * sigma_max (or when J is zero).
@@ -81,16 +79,63 @@ FASTDTO_HD void store_sample(const DtoOutputs& out, long long b, const double* s
   }
 }
 
+// A lower bound on the smallest eigenvalue of the column-scaled Gram C = D^-1 G D^-1 (D^2 = diag G,
+// so C is J's with unit columns), or 0 where none is certified: 1 / ||L^-1||_F^2 for the Cholesky
+// factor L of C (||C^-1|| <= ||L^-1||_F^2 <= d ||C^-1||), less a margin for rounding in L. A zero or
+// tiny column (diag G below 2^-900, where products may have underflowed) or a failed Cholesky gives 0.
+// work: d x d, overwritten (its lower triangle holds L, then L^-1).
+FASTDTO_HD double scaled_gram_floor(const double* G, int d, double* work) {
+  for (int j = 0; j < d; ++j)
+    if (!(G[j * d + j] >= 0x1p-900)) return 0.0;
+  for (int j = 0; j < d; ++j) {  // Cholesky, column by column, of C_ij = G_ij / sqrt(G_ii G_jj)
+    for (int i = j; i < d; ++i) {
+      // two square roots: the product G_ii G_jj may leave float64's range, each root may not
+      double c = i == j ? 1.0 : G[i * d + j] / (sqrt(G[i * d + i]) * sqrt(G[j * d + j]));
+      for (int m = 0; m < j; ++m) c -= work[i * d + m] * work[j * d + m];
+      if (i == j) {
+        if (!(c > 0.0)) return 0.0;
+        work[j * d + j] = sqrt(c);
+      } else {
+        work[i * d + j] = c / work[j * d + j];
+      }
+    }
+  }
+  // L^-1 in place, last column first; each column's rows bottom-up read only entries not yet replaced.
+  for (int j = d - 1; j >= 0; --j) {
+    const double inv = 1.0 / work[j * d + j];
+    for (int i = d - 1; i > j; --i) {
+      double s = 0.0;
+      for (int m = j + 1; m <= i; ++m) s += work[i * d + m] * work[m * d + j];
+      work[i * d + j] = -s * inv;
+    }
+    work[j * d + j] = inv;
+  }
+  double fro = 0.0;
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j <= i; ++j) fro += work[i * d + j] * work[i * d + j];
+  return dmax(1.0 / fro - 4.0 * d * d * kEps64, 0.0);
+}
+
 // Eigenvalues of 4^-k G (descending, in sigma) -> singular values of J, in place. Returns true
-// when the sample must be recomputed on J because the Gram cannot resolve it (SampleOptions): the
-// smallest eigenvalue, or the gap between two eigenvalues whose singular values still count as
-// distinct (ambiguous pairs have no unique V to recover), is at most gram_rcond^2 times the largest.
-FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, const SampleOptions& opt) {
-  const double top = sigma[0], floor = opt.gram_rcond * opt.gram_rcond * top;
-  bool needs_svd = d > 1 && opt.gram_rcond > 0.0 && !(sigma[d - 1] > floor);
-  for (int i = 0; i + 1 < d && !needs_svd && opt.gram_rcond > 0.0; ++i)
-    needs_svd = sigma[i] - sigma[i + 1] <= floor &&
+// when the sample must be recomputed on J because the Gram cannot resolve it to about
+// eps64 / gram_rcond^2 (t = gram_rcond^2, lambda the eigenvalues, c = scaled_gram_floor of G).
+// Through G, an eigenvalue's error is at most about eps64 lambda_max (absolute bound) and also at
+// most about eps64 lambda / c (relative bound: Jacobi with its stopping rule is as accurate as the
+// column-scaled problem allows, Demmel and Veselic 1992); a singular vector's error is about
+// eps64 lambda_max / (lambda_k - lambda_k+1) and also about eps64 / (c relgap), relgap =
+// (lambda_k - lambda_k+1) / sqrt(lambda_k lambda_k+1). So a sample stays on the Gram when
+// lambda_min > t lambda_max or c > t, and, for every pair of singular values that count as distinct
+// (an ambiguous pair has no unique V to recover), when lambda_k - lambda_k+1 > t lambda_max or
+// c relgap > t. The relative bounds keep graded Jacobians (a passive latent: one tiny column) on
+// the Gram, where an SVD of J would give the same numbers at many times the cost.
+FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, double c, const SampleOptions& opt) {
+  const double top = sigma[0], t = opt.gram_rcond * opt.gram_rcond, floor = t * top;
+  bool needs_svd = d > 1 && opt.gram_rcond > 0.0 && !(sigma[d - 1] > floor) && !(c > t);
+  for (int i = 0; i + 1 < d && !needs_svd && opt.gram_rcond > 0.0; ++i) {
+    const double gap = sigma[i] - sigma[i + 1];
+    needs_svd = gap <= floor && !(c * gap > t * sqrt(dmax(sigma[i] * sigma[i + 1], 0.0))) &&
                 sqrt(sigma[i]) - sqrt(sigma[i + 1]) > opt.ambiguity_tol * sqrt(top);
+  }
   const double unscale = ldexp(1.0, k);
   for (int i = 0; i < d; ++i) sigma[i] = sqrt(dmax(sigma[i], 0.0)) * unscale;
   return needs_svd;
@@ -101,10 +146,11 @@ FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, const Sample
 FASTDTO_HD bool eigen_from_gram(double* G, int d, const SampleOptions& opt, double* sigma, double* V) {
   int k;
   if (!gram_scale_exponent(G, d, &k)) return true;
+  const double c = scaled_gram_floor(G, d, V);  // V as work space: Jacobi sets it afresh
   const double scale = gram_scale(k);
   for (int i = 0; i < d * d; ++i) G[i] *= scale;
   jacobi_eigh(G, d, sigma, V);
-  return sigma_from_eigenvalues(sigma, d, k, opt);
+  return sigma_from_eigenvalues(sigma, d, k, c, opt);
 }
 
 // Singular vectors have arbitrary signs: fix each column's largest-magnitude entry positive, so

@@ -197,12 +197,14 @@ FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOpt
   double* V = s.V.data();
   bool on_gram[kLanes];
   int scale_exp[kLanes];
+  double scaled_floor[kLanes];
   set_identity<kLanes>(s.A.data(), d);
   set_identity<kLanes>(s.Qt.data(), d);
   for (int l = 0; l < count; ++l) {
     gram_matrix<isa>(base + (b0 + l) * Jb.s_batch, Jb.s_row, Jb.s_col, n, d, s.block.data(), s.acc.data(), G);
     on_gram[l] = gram_scale_exponent(G, d, &scale_exp[l]);
     if (!on_gram[l]) continue;
+    scaled_floor[l] = scaled_gram_floor(G, d, V);  // V is free until the lanes are extracted
     const double scale = gram_scale(scale_exp[l]);
     for (int e = 0; e < d * d; ++e) s.A[(size_t)e * kLanes + l] = G[e] * scale;
   }
@@ -215,7 +217,7 @@ FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOpt
     bool needs_svd = true;
     if (on_gram[l]) {
       extract_eigenpairs<kLanes>(s.A.data(), s.Qt.data(), d, l, sigma, V);
-      needs_svd = sigma_from_eigenvalues(sigma, d, scale_exp[l], opt);
+      needs_svd = sigma_from_eigenvalues(sigma, d, scale_exp[l], scaled_floor[l], opt);
     }
     if (needs_svd) {
       s.work.resize((size_t)n * d);
