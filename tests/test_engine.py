@@ -265,9 +265,8 @@ def test_graded_jacobians_stay_on_the_gram_and_match_an_svd(rng, dtype):
     """A passive latent (a column of J 1e-6 to 1e-10 of the others), or columns graded over many orders
     of magnitude, make sigma_min / sigma_max tiny, but J's columns scaled to unit length stay well
     conditioned. Jacobi on the Gram is then as accurate as an SVD of J (Demmel and Veselic), so the
-    sample stays on the Gram path (the SVD path cost about 20x as much). Against an SVD in 40 digits."""
-    mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 40
+    sample stays on the Gram path (the SVD path cost about 30x as much). Against an SVD in 40 digits."""
+    import mpmath  # a dependency of sympy, hence of torch; also in the test extra
     n, d = 24, 5
     for scales in ([1, 1, 1, 1, 1e-6], [1, 1, 1, 1e-5, 1e-10], [1, 1e-2, 1e-4, 1e-6, 1e-8]):
         J = (rng.standard_normal((n, d)) * np.array(scales)).astype(dtype)
@@ -276,7 +275,8 @@ def test_graded_jacobians_stay_on_the_gram_and_match_an_svd(rng, dtype):
         # float32 J counts singular values below sqrt(eps32) sigma_max as zero (ambiguous); V of this
         # J, promoted exactly, is unique all the same, and is what is compared below.
         assert res.ambiguous.item() == (dtype == np.float32 and scales[-2] < 1e-3), scales
-        U, S, W = mpmath.svd_r(mpmath.matrix(J.astype(np.float64).tolist()))
+        with mpmath.workdps(40):
+            U, S, W = mpmath.svd_r(mpmath.matrix(J.astype(np.float64).tolist()))
         s = np.array([float(x) for x in S])
         V = np.array(W.tolist(), dtype=np.float64).T
         order = np.argsort(-s)
