@@ -278,7 +278,9 @@ __global__ void __launch_bounds__(kTiledThreads)
 // the driver reserves local memory for every thread the GPU can hold, so large per-thread arrays
 // would cost gigabytes. MaxD (16, 32 or 64) sizes the few small local arrays, and the assignment's
 // d x d cost table goes to scratch that is dead by then (G after the eigen route, R after the SVD).
-// That leaves a local frame of about 0.7 KB (d <= 16), 1.4 KB (d <= 32) or 2.9 KB (d <= 64).
+// That leaves local frames (ptxas, sm_90) of 0.7-1.1 KB (d <= 16), 1.4-2.1 KB (d <= 32) and 2.7-4.0 KB
+// (d <= 64). The driver raises the stack limit to the largest frame launched and keeps it: after a
+// d > 32 call, about 4 KB for every thread the GPU can hold (about 1.1 GB on an H100).
 // ------------------------------------------------------------------------------------------------
 
 template <int MaxD>
