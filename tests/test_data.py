@@ -311,6 +311,8 @@ def test_idx_corruption_is_a_value_error(tmp_path):
         "truncated": raw[:-5],
         "trailing": raw + b"\x00",
         "short": raw[:3],
+        # shape (65536,) * 4 holds 2^64 bytes, which int64 arithmetic wrapped to the 0 bytes that follow
+        "overflow": raw[:3] + b"\x04" + bytes.fromhex("00010000" * 4),
     }
     for label, content in cases.items():
         p = tmp_path / label

@@ -127,6 +127,7 @@ def test_distance_of_far_from_orthogonal_v_does_not_overflow(rng, scale):
     P = sp.matrix().numpy()
     expected = [math.sqrt(np.sum(((v - p) / scale) ** 2)) * scale for v, p in zip(V, P)]
     np.testing.assert_allclose(sp.distance.numpy(), expected, rtol=1e-14)
+    np.testing.assert_allclose(reference.signed_permutation_lsa(V)[2], expected, rtol=1e-14)  # the oracle too
 
 
 @pytest.mark.parametrize("deg, expected", [(10, 0.25), (20, 0.49), (30, 0.73), (45, 1.082)])

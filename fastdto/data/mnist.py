@@ -17,6 +17,7 @@ installs the four files gzip-compressed. Nothing is ever downloaded.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from typing import Optional, Union
 
@@ -88,7 +89,7 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
     if len(data) < header:
         raise ValueError(f"{path}: truncated IDX header")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a crafted header cannot overflow it
     if len(data) - header != expected:
         raise ValueError(
             f"{path}: IDX header promises shape {shape} ({expected} data bytes) but the file holds {len(data) - header}"
