@@ -90,6 +90,9 @@ def test_splits_are_deterministic_disjoint_and_complete():
         dsprites.split_indices(n, "test", test_fraction=1.0)
     ds = data.load("dsprites", split="test", subset=[0, -1])
     np.testing.assert_array_equal(ds.meta["grid_index"], test[[0, -1]])
+    assert len(data.load("dsprites", split="test", subset=np.array(3))) == 3  # a count, as subset=3
+    with pytest.raises(IndexError, match=r"\[-73728, 73728\)"):
+        data.load("dsprites", split="test", subset=[-73729])
 
 
 # ----------------------------------------------------------------------------- dSprites images

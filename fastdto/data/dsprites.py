@@ -312,6 +312,8 @@ def _apply_subset(idx: np.ndarray, subset, seed: int) -> np.ndarray:
     """Restrict split indices: int n -> n of them drawn at random (seeded, sorted); array -> those positions."""
     if subset is None:
         return idx
+    if isinstance(subset, np.ndarray) and subset.ndim == 0 and np.issubdtype(subset.dtype, np.integer):
+        subset = subset.item()  # np.array(3) is a count, like 3, not the position list [3]
     if isinstance(subset, (int, np.integer)) and not isinstance(subset, bool):
         n = int(subset)
         if not 0 <= n <= idx.size:
@@ -323,8 +325,8 @@ def _apply_subset(idx: np.ndarray, subset, seed: int) -> np.ndarray:
         return idx[:0]
     if pos.dtype == bool or not np.issubdtype(pos.dtype, np.integer):
         raise TypeError("subset must be an int or a sequence of integer positions within the split")
-    if pos.size and (pos.min() < -idx.size or pos.max() >= idx.size):
-        raise IndexError(f"subset positions must lie in [0, {idx.size}) for this split")
+    if pos.min() < -idx.size or pos.max() >= idx.size:  # negative positions count from the end
+        raise IndexError(f"subset positions must lie in [-{idx.size}, {idx.size}) for this split")
     return idx[pos]
 
 
@@ -471,7 +473,8 @@ def load(
         cache_dir: procedural mode only: keep the packed full grid as a ``.npy`` file there
             (written once via a temporary file and ``os.replace``, memory-mapped afterwards).
         subset: restrict the split: an int ``n`` takes ``n`` items of the split at random
-            (seed ``split_seed + 1``), an integer sequence takes those positions of the split.
+            (seed ``split_seed + 1``; a 0-d integer array counts as an int), an integer sequence
+            takes those positions of the split (negative ones count from its end).
             Only the selected images are rendered (unless ``cache_dir`` is given).
         test_fraction: size of the test split relative to the grid (default 0.1).
         split_seed: seed of the train/test permutation (default 0).
