@@ -369,6 +369,14 @@ def test_kl_terms_direct(rng):
         assert res["active"].tolist() == mask.tolist()
 
 
+def test_kl_terms_large_but_finite_kl_over_many_samples():
+    # Each sample's KL is near 5e304; the sum over 100,000 samples is not representable, the mean is.
+    n, d = 100_000, 10
+    out = kl_terms(np.zeros((n, d)), np.full((n, d), 700.0))
+    expected = 0.5 * d * (math.exp(700.0) - 701.0)
+    assert out["L_KL"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_kl_terms_zero_kl():
     mu = np.zeros((10, 4))
     out = kl_terms(mu, np.zeros((10, 4)))

@@ -82,8 +82,12 @@ def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
         mask = _active_mask(active, m.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
         m2 = m * m
-        full = 0.5 * (m2 + np.exp(lv) - lv - 1.0).sum(axis=1).mean()
-        part = 0.5 * (m2[:, mask] - lv[:, mask] - 1.0).sum(axis=1).mean() if mask.any() else 0.0
+        # mean per-sample sum = (entries per sample) x (mean entry), the mean taken as a sum of
+        # entries divided by their count first: no partial sum exceeds the largest entry.
+        def mean_row_sum(t):
+            return (t / t.size).sum() * t.shape[1]
+        full = 0.5 * mean_row_sum(m2 + np.exp(lv) - lv - 1.0)
+        part = 0.5 * mean_row_sum(m2[:, mask] - lv[:, mask] - 1.0) if mask.any() else 0.0
     full, part = float(full), float(part)
     if not (np.isfinite(full) and np.isfinite(part)):
         # exp(logvar) or mu^2 beyond float64: no meaningful ratio is left.
