@@ -59,8 +59,19 @@ def entropy(labels: np.ndarray) -> float:
 def mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     """Plug-in mutual information (nats) of two integer label vectors."""
     n = a.shape[0]
-    nb = int(b.max()) + 1
-    joint = np.bincount(a * nb + b, minlength=(int(a.max()) + 1) * nb).reshape(-1, nb) / n
+    na, nb = int(a.max()) + 1, int(b.max()) + 1
+    if na * nb > max(4 * n, 1 << 20):
+        # Labels far sparser than their range (e.g. n_bins = 10**7): the occupied pairs only (the
+        # dense table's nonzero entries, in its order; the marginals are counted directly).
+        a = np.unique(a, return_inverse=True)[1].reshape(-1)
+        b = np.unique(b, return_inverse=True)[1].reshape(-1)
+        nb = int(b.max()) + 1
+        pairs, counts = np.unique(a.astype(np.int64) * nb + b, return_counts=True)
+        pa, pb = np.bincount(a) / n, np.bincount(b) / n
+        p = counts / n
+        mi = (p * np.log(p / (pa[pairs // nb] * pb[pairs % nb]))).sum()
+        return float(max(mi, 0.0))
+    joint = np.bincount(a * nb + b, minlength=na * nb).reshape(-1, nb) / n
     pa = joint.sum(axis=1, keepdims=True)
     pb = joint.sum(axis=0, keepdims=True)
     nz = joint > 0
