@@ -224,8 +224,20 @@ def discrepancies(results, paper, baselines=None) -> list[str]:
             disagreeing.add((ds, v))
     if lines:
         causes = [text for applies, text in LIKELY_CAUSES if any(applies(ds, v) for ds, v in disagreeing)]
+        short = sorted({f"{r['recipe']} ({r['epochs']} of {planned})" for (ds, v), rs in cells.items()
+                        if (ds, v) in disagreeing for r in rs
+                        if (planned := _recipe_epochs(r)) is not None and r["epochs"] < planned})
+        if short:
+            causes.insert(0, "Shorter training than the recipe (epochs trained of the recipe's): " + ", ".join(short)
+                          + ". These runs stopped early, so they show where training stood, not where it ends.")
         lines += ["", "What might explain them (nothing was tuned to match):", ""] + [f"- {c}" for c in causes]
     return lines
+
+
+def _recipe_epochs(result: dict) -> int | None:
+    """The epochs the run's recipe asks for (``--epochs`` may have overridden them)."""
+    epochs = ((result.get("recipe_settings") or {}).get("training") or {}).get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def table1(results, paper) -> list[str]:

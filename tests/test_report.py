@@ -70,6 +70,18 @@ def test_figure4_counts_earlier_evaluations_of_runs_trained_further(tmp_path):
     assert "0.55 ± 0.05 (n=2)" in row  # the tables average final results only
 
 
+def test_report_names_runs_shorter_than_their_recipe(tmp_path):
+    for s in range(2):
+        write_run(tmp_path, "dsprites-beta-vae", "dsprites", s, 1.0, 0.1, epochs=5)
+        path = tmp_path / "dsprites-beta-vae" / f"seed{s}" / "result.json"
+        r = json.loads(path.read_text())
+        r["recipe_settings"] = {"training": {"epochs": 50, "batch_size": 256}}
+        path.write_text(json.dumps(r))
+    assert report.main([str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "Shorter training than the recipe (epochs trained of the recipe's): dsprites-beta-vae (5 of 50)" in md
+
+
 def test_reproduce_goes_on_after_a_failing_cell(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FASTDTO_MNIST_DIR", str(tmp_path / "no-mnist-here"))
     code = reproduce.main(["--tasks", "synth-lin,mnist", "--variants", "ae", "--seeds", "1", "--epochs", "1",
