@@ -311,11 +311,13 @@ def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
         fig.colorbar(sc, ax=ax, label="epochs")
     ax.set_xlabel("DtO (lower: latent axes closer to singular directions)")
     ax.set_ylabel("disentanglement score")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the points, not over them
+    n_series = len(ax.get_legend_handles_labels()[1])
+    # below the axes: beside the points it would sit on the colour bar
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(4, n_series))
     ax.set_title("DtO against disentanglement, one point per evaluation"
                  + ("" if by_epochs else f" ({int(epochs[0])} epochs)"), fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_dir / "figure4_dto_vs_disentanglement.png", dpi=120)
+    fig.savefig(out_dir / "figure4_dto_vs_disentanglement.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     corr = []
     groups = defaultdict(list)
