@@ -133,7 +133,7 @@ FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, double c, co
   bool needs_svd = d > 1 && opt.gram_rcond > 0.0 && !(sigma[d - 1] > floor) && !(c > t);
   for (int i = 0; i + 1 < d && !needs_svd && opt.gram_rcond > 0.0; ++i) {
     const double gap = sigma[i] - sigma[i + 1];
-    needs_svd = gap <= floor && !(c * gap > t * sqrt(dmax(sigma[i] * sigma[i + 1], 0.0))) &&
+    needs_svd = gap <= floor && !(c * gap > t * sqrt(dmax(sigma[i], 0.0)) * sqrt(dmax(sigma[i + 1], 0.0))) &&
                 sqrt(sigma[i]) - sqrt(sigma[i + 1]) > opt.ambiguity_tol * sqrt(top);
   }
   const double unscale = ldexp(1.0, k);

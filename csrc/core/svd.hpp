@@ -11,39 +11,32 @@ namespace fastdto {
 // scaled by a power of two so that its largest magnitude lies in [1/2, 1) (so no square below
 // under- or overflows). Returns the exponent e with J = 2^e X, or kNotFinite for NaN or Inf in J.
 constexpr int kNotFinite = 1 << 30;
+
+// 2^p as two factors, each a normal double for any p a double's exponent range can need, so that
+// x * f.a * f.b scales without a library call per entry: exact, as ldexp, unless the result is
+// subnormal (then it may round twice where ldexp rounds once).
+struct Pow2Pair {
+  double a, b;
+};
+FASTDTO_HD Pow2Pair pow2_pair(int p) { return {ldexp(1.0, p / 2), ldexp(1.0, p - p / 2)}; }
+
 template <typename T>
 FASTDTO_HD int load_columns(const T* J, long long sr, long long sc, int n, int d, double* X) {
-  // Four running maxima, and x - x summed (0, or NaN once an entry is NaN or Inf), in four lanes:
-  // single chains of dependent max and finite tests took a third of the QR path's time.
-  double top[4] = {0.0, 0.0, 0.0, 0.0}, bad[4] = {0.0, 0.0, 0.0, 0.0};
-  for (int k = 0; k < d; ++k) {
-    const T* col = J + k * sc;
-    double* out = X + (long long)k * n;
-    int r = 0;
-    for (; r + 4 <= n; r += 4)
-      for (int l = 0; l < 4; ++l) {
-        const double x = (double)col[(r + l) * sr];
-        out[r + l] = x;
-        bad[l] += x - x;
-        top[l] = dmax(top[l], dabs(x));
-      }
-    for (; r < n; ++r) {
-      const double x = (double)col[r * sr];
-      out[r] = x;
-      bad[0] += x - x;
-      top[0] = dmax(top[0], dabs(x));
+  double top = 0.0;
+  bool finite = true;
+  for (int k = 0; k < d; ++k)
+    for (int r = 0; r < n; ++r) {
+      const double x = (double)J[r * sr + k * sc];
+      X[(long long)k * n + r] = x;
+      finite = finite && is_finite(x);
+      top = dmax(top, dabs(x));
     }
-  }
-  if (!is_finite(bad[0] + bad[1] + bad[2] + bad[3])) return kNotFinite;
-  const double largest = dmax(dmax(top[0], top[1]), dmax(top[2], top[3]));
-  if (largest == 0.0) return 0;
+  if (!finite) return kNotFinite;
+  if (top == 0.0) return 0;
   int e;
-  frexp(largest, &e);
-  // X * 2^-e, rounded as ldexp would round it but without a library call per entry: a power of two
-  // is an exact factor, and one factor is a normal double unless e < -1021 (J subnormal), then two are.
-  const int e1 = -e / 2, e2 = -e - e1;
-  const double f1 = ldexp(1.0, e1), f2 = ldexp(1.0, e2);
-  for (long long i = 0; i < (long long)n * d; ++i) X[i] = X[i] * f1 * f2;
+  frexp(top, &e);
+  const Pow2Pair f = pow2_pair(-e);
+  for (long long i = 0; i < (long long)n * d; ++i) X[i] = X[i] * f.a * f.b;
   return e;
 }
 
@@ -61,20 +54,19 @@ FASTDTO_HD double scaled_norm(const double* x, int stride, int count, double m) 
   if (m == 0.0) return 0.0;
   int e;
   frexp(m, &e);
-  const int e1 = -e / 2, e2 = -e - e1;  // 2^-e as two normal factors, whatever e
-  const double f1 = ldexp(1.0, e1), f2 = ldexp(1.0, e2);
+  const Pow2Pair f = pow2_pair(-e);
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   int i = 0;
   for (; i + 4 <= count; i += 4) {
-    const double t0 = x[i * stride] * f1 * f2, t1 = x[(i + 1) * stride] * f1 * f2;
-    const double t2 = x[(i + 2) * stride] * f1 * f2, t3 = x[(i + 3) * stride] * f1 * f2;
+    const double t0 = x[i * stride] * f.a * f.b, t1 = x[(i + 1) * stride] * f.a * f.b;
+    const double t2 = x[(i + 2) * stride] * f.a * f.b, t3 = x[(i + 3) * stride] * f.a * f.b;
     s0 += t0 * t0;
     s1 += t1 * t1;
     s2 += t2 * t2;
     s3 += t3 * t3;
   }
   for (; i < count; ++i) {
-    const double t = x[i * stride] * f1 * f2;
+    const double t = x[i * stride] * f.a * f.b;
     s0 += t * t;
   }
   return ldexp(sqrt((s0 + s1) + (s2 + s3)), e);
