@@ -199,13 +199,13 @@ def _picked_mask(shape, perm):
 
 def _frobenius(Vb, perm, signs):
     # Squares of entries divided by m >= 1, the largest magnitude per matrix: no overflow for huge V.
-    m = np.maximum(np.abs(Vb).max(axis=(-2, -1)), 1.0)[..., None]
+    m = np.maximum(np.abs(Vb).max(axis=(-2, -1)), 1.0)
     mask = _picked_mask(Vb.shape, perm)
     picked = np.take_along_axis(Vb, perm[..., None], axis=-1)[..., 0]
-    scaled = Vb / m[..., None]
+    scaled = Vb / m[..., None, None]
     unpicked_sq = np.where(mask, 0.0, scaled * scaled).sum(axis=(-2, -1))
-    picked_sq = (((picked - signs.astype(np.float64)) / m) ** 2).sum(axis=-1)
-    return m[..., 0] * np.sqrt(unpicked_sq + picked_sq)
+    picked_sq = (((picked - signs.astype(np.float64)) / m[..., None]) ** 2).sum(axis=-1)
+    return m * np.sqrt(unpicked_sq + picked_sq)
 
 
 def _l1(Vb, perm, signs):

@@ -82,12 +82,8 @@ def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
         mask = _active_mask(active, m.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
         m2 = m * m
-        # mean per-sample sum = (entries per sample) x (mean entry), the mean taken as a sum of
-        # entries divided by their count first: no partial sum exceeds the largest entry.
-        def mean_row_sum(t):
-            return (t / t.size).sum() * t.shape[1]
-        full = 0.5 * mean_row_sum(m2 + np.exp(lv) - lv - 1.0)
-        part = 0.5 * mean_row_sum(m2[:, mask] - lv[:, mask] - 1.0) if mask.any() else 0.0
+        full = 0.5 * _mean_row_sum(m2 + np.exp(lv) - lv - 1.0)
+        part = 0.5 * _mean_row_sum(m2[:, mask] - lv[:, mask] - 1.0) if mask.any() else 0.0
     full, part = float(full), float(part)
     if not (np.isfinite(full) and np.isfinite(part)):
         # exp(logvar) or mu^2 beyond float64: no meaningful ratio is left.
@@ -99,6 +95,13 @@ def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
     else:
         delta = 0.0 if part == 0 else float("inf")
     return {"L_KL": full, "L_KL_active": part, "delta_KL": float(delta), "active": mask}
+
+
+def _mean_row_sum(t: np.ndarray) -> float:
+    """Mean over rows of each row's sum, as (entries per row) x (mean entry) with the entries divided by
+    their count before summing: no partial sum exceeds the largest entry (a sum over 1e5 rows of KLs
+    near 5e304 overflowed)."""
+    return (t / t.size).sum() * t.shape[1]
 
 
 def polarized_fraction(history, threshold: float = 0.03, count_first_interval: bool = True) -> float:
