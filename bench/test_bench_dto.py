@@ -63,14 +63,46 @@ def test_post_jacobian_numpy_svd_scipy(race, jacobians_f32):
     np.testing.assert_allclose(out, ours, atol=1e-4)
 
 
-def test_post_jacobian_gram_eigh_scipy(race, jacobians_f32):
-    J = jacobians_f32
+def torch_gram_eigh_scipy(J):
+    """The best stock pipeline: batched Gram (float32 BLAS) + batched eigh + SciPy loop."""
+    G = torch.bmm(J.transpose(1, 2), J).double()
+    _, V = torch.linalg.eigh(G)
+    return scipy_assignment_loop(V.numpy())
 
-    def run():  # best stock pipeline: batched Gram (float32 BLAS) + batched eigh + SciPy loop
-        G = torch.bmm(J.transpose(1, 2), J).double()
-        _, V = torch.linalg.eigh(G)
-        return scipy_assignment_loop(V.numpy())
-    out = race("post-jacobian", "torch bmm Gram + eigh + scipy loop", run, units=len(J), rounds=1)
+
+def test_post_jacobian_gram_eigh_scipy(race, jacobians_f32):
+    out = race("post-jacobian", "torch bmm Gram + eigh + scipy loop", lambda: torch_gram_eigh_scipy(jacobians_f32),
+               units=len(jacobians_f32), rounds=1)
+    assert out.shape == (len(jacobians_f32),)
+
+
+# ------------------------------------------------------------------ 1c. forward-mode layout
+
+@pytest.fixture(scope="module")
+def jacobians_forward_layout(jacobians_f32):
+    """The same values laid out as forward mode produces them (vmap(jacfwd) and fastdto.jacobians):
+    each sample's columns contiguous, shape (N, n, d) with strides (n d, 1, n)."""
+    return jacobians_f32.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def test_forward_layout_fastdto(race, jacobians_forward_layout, jacobians_f32):
+    J = jacobians_forward_layout
+    res = race("post-jacobian, forward-mode layout", "fastdto dto_from_jacobians", lambda: fastdto.dto_from_jacobians(J),
+               units=len(J))
+    row_major = fastdto.dto_from_jacobians(jacobians_f32[:50])
+    assert torch.equal(res.per_sample[:50], row_major.per_sample)  # same sums in the same order
+
+
+def test_forward_layout_floor(race, jacobians_forward_layout):
+    J = jacobians_forward_layout
+    race("post-jacobian, forward-mode layout", "floor: J.sum() (one read of J)", lambda: J.sum(), units=len(J),
+         rounds=5)
+
+
+def test_forward_layout_gram_eigh_scipy(race, jacobians_forward_layout):
+    J = jacobians_forward_layout
+    out = race("post-jacobian, forward-mode layout", "torch bmm Gram + eigh + scipy loop",
+               lambda: torch_gram_eigh_scipy(J), units=len(J), rounds=1)
     assert out.shape == (len(J),)
 
 

@@ -67,12 +67,13 @@ FASTDTO_HD void transpose_block(const T* J, long long sr, long long sc, int m, i
   }
 }
 
-// Accumulates the TA x TB tile of column products starting at columns (a0, b0) over a block:
+// Accumulates the TA x TB tile of column products starting at columns (a0, b0) over kBlockRows rows
+// of float64 or float32 columns (column k at cols + k * cs; float32 is converted on load):
 // acc[(a0 + i) * d + b0 + j] += 4 partial sums each. All TA + TB columns are loaded once per 4
 // rows and every load feeds TA or TB FMAs; small tiles take 8 rows per step so that at least 8
 // independent accumulations hide the FMA latency.
-template <Isa isa, int TA, int TB>
-FASTDTO_HD void gram_tile(const double* buf, int a0, int b0, int d, double* acc) {
+template <Isa isa, int TA, int TB, typename S>
+FASTDTO_HD void gram_tile(const S* cols, long long cs, int a0, int b0, int d, double* acc) {
   constexpr int U = TA * TB >= 6 ? 1 : 2;
   v4d s[U][TA][TB];
   for (int u = 0; u < U; ++u)
@@ -83,9 +84,9 @@ FASTDTO_HD void gram_tile(const double* buf, int a0, int b0, int d, double* acc)
   for (int r = 0; r < kBlockRows; r += 4 * U)
     for (int u = 0; u < U; ++u) {
       v4d a[TA], b[TB];
-      for (int i = 0; i < TA; ++i) a[i] = load4(buf + (a0 + i) * kBlockRows + r + 4 * u);
+      for (int i = 0; i < TA; ++i) a[i] = load4(cols + (a0 + i) * cs + r + 4 * u);
       for (int j = 0; j < TB; ++j) {
-        b[j] = load4(buf + (b0 + j) * kBlockRows + r + 4 * u);
+        b[j] = load4(cols + (b0 + j) * cs + r + 4 * u);
         keep_in_register<isa>(b[j]);
       }
       for (int i = 0; i < TA; ++i)
@@ -99,27 +100,28 @@ FASTDTO_HD void gram_tile(const double* buf, int a0, int b0, int d, double* acc)
     }
 }
 
-template <Isa isa, int TA>
-FASTDTO_HD void gram_tile_row(const double* buf, int a0, int d, double* acc) {
+template <Isa isa, int TA, typename S>
+FASTDTO_HD void gram_tile_row(const S* cols, long long cs, int a0, int d, double* acc) {
   int b0 = a0;
-  for (; b0 + 4 <= d; b0 += 4) gram_tile<isa, TA, 4>(buf, a0, b0, d, acc);
+  for (; b0 + 4 <= d; b0 += 4) gram_tile<isa, TA, 4>(cols, cs, a0, b0, d, acc);
   switch (d - b0) {
-    case 3: gram_tile<isa, TA, 3>(buf, a0, b0, d, acc); break;
-    case 2: gram_tile<isa, TA, 2>(buf, a0, b0, d, acc); break;
-    case 1: gram_tile<isa, TA, 1>(buf, a0, b0, d, acc); break;
+    case 3: gram_tile<isa, TA, 3>(cols, cs, a0, b0, d, acc); break;
+    case 2: gram_tile<isa, TA, 2>(cols, cs, a0, b0, d, acc); break;
+    case 1: gram_tile<isa, TA, 1>(cols, cs, a0, b0, d, acc); break;
     default: break;
   }
 }
 
-template <Isa isa>
-FASTDTO_HD void gram_tiles(const double* buf, int d, double* acc) {
+template <Isa isa, typename S>
+FASTDTO_HD void gram_tiles(const S* cols, long long cs, int d, double* acc) {
   int a0 = 0;
-  for (; a0 + 2 <= d; a0 += 2) gram_tile_row<isa, 2>(buf, a0, d, acc);
-  if (a0 < d) gram_tile_row<isa, 1>(buf, a0, d, acc);
+  for (; a0 + 2 <= d; a0 += 2) gram_tile_row<isa, 2>(cols, cs, a0, d, acc);
+  if (a0 < d) gram_tile_row<isa, 1>(cols, cs, a0, d, acc);
 }
 
-// G = J^T J (d x d, row-major) with float64 accumulation: J is transposed block by block into
-// float64 columns, and the upper triangle is covered by 2 x 4 register tiles of column pairs.
+// G = J^T J (d x d, row-major) with float64 accumulation, the upper triangle covered by 2 x 4
+// register tiles of column pairs over blocks of rows. J with contiguous columns is read in place;
+// otherwise each block is first transposed into float64 columns. Same sums, same order either way.
 // acc holds d * d groups of 4 partial sums (the tiles' lower-left corners are computed and unused).
 // D > 0 fixes d at compile time, and full blocks are separate from the last one, for the same
 // reason: with every loop bound known the loops unroll (the engine is 15% faster at d = 10).
@@ -130,12 +132,16 @@ FASTDTO_HD void gram_matrix_of(const T* J, long long sr, long long sc, int n, in
   for (int i = 0; i < 4 * d * d; ++i) acc[i] = 0.0;
   int r0 = 0;
   for (; r0 + kBlockRows <= n; r0 += kBlockRows) {
-    transpose_block(J + r0 * sr, sr, sc, kBlockRows, d, buf);
-    gram_tiles<isa>(buf, d, acc);
+    if (sr == 1) {  // contiguous columns (forward-mode Jacobians): the tiles read J itself
+      gram_tiles<isa>(J + r0, sc, d, acc);
+    } else {
+      transpose_block(J + r0 * sr, sr, sc, kBlockRows, d, buf);
+      gram_tiles<isa>(buf, (long long)kBlockRows, d, acc);
+    }
   }
   if (r0 < n) {
     transpose_block(J + r0 * sr, sr, sc, n - r0, d, buf);
-    gram_tiles<isa>(buf, d, acc);
+    gram_tiles<isa>(buf, (long long)kBlockRows, d, acc);
   }
   for (int a = 0; a < d; ++a)
     for (int b = a; b < d; ++b) {
