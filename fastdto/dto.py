@@ -155,6 +155,9 @@ def _resolve_active(active, d: int, latents: torch.Tensor | None) -> list[int]:
         idx = a.nonzero().flatten().tolist()
     elif a.ndim == 1 and a.numel() == 0:
         idx = []
+    elif a.dtype == torch.uint8:  # the old torch mask type: reading it as indices would be a silent guess
+        raise ValueError(f"active of dtype uint8 is ambiguous (a mask or indices?): pass a bool mask or "
+                         f"int64 indices, got {a.tolist()}")
     elif not a.dtype.is_floating_point and a.ndim == 1:
         idx = a.tolist()
         if any(i < 0 or i >= d for i in idx):
@@ -297,7 +300,7 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
         latents: ``(N, d)`` float tensor (typically posterior means), on the decoder's device and dtype.
         active: which latent axes enter the Jacobian. ``None``: all. ``"auto"``: the paper's rule, axes
             whose standard deviation over ``latents`` exceeds 0.5. Or a boolean mask of length ``d``, or
-            a list/tensor of indices.
+            a list/tensor of distinct integer indices (uint8 is refused: an old-style mask or indices?).
         solver: ``"exact"`` (certified greedy, else exact Hungarian assignment), ``"greedy"``
             (approximate: largest-entry-first where the certificate fails; an upper bound on DtO), or
             ``"milp"`` (the paper's L1 mixed-integer program solved by HiGHS per sample; slow, for

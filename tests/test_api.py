@@ -244,6 +244,10 @@ def test_bad_options(mlp_decoder):
         fastdto.evaluate(mlp_decoder, z, active=[1, 1])
     with pytest.raises(ValueError, match="mask"):
         fastdto.evaluate(mlp_decoder, z, active=np.array([True, False]))
+    # An old-style uint8 mask of latent 0 out of 2: as indices [1, 0] it would silently select both.
+    for uint8_mask in (torch.tensor([1, 0], dtype=torch.uint8), np.array([1, 0], dtype=np.uint8)):
+        with pytest.raises(ValueError, match="uint8 is ambiguous"):
+            fastdto.dto_from_jacobians(torch.randn(3, 6, 2), active=uint8_mask)
     with pytest.raises(ValueError, match="gram_rcond"):
         fastdto.evaluate(mlp_decoder, z, gram_rcond=2.0)
     with pytest.raises(ValueError, match="ambiguity_tol"):
