@@ -80,7 +80,7 @@ py::tuple dto_from_jacobians(const py::array& J, const std::string& solver, doub
     throw py::value_error("gram_rcond must lie in [0, 1]");
   if (!(ambiguity_tol >= 0.0 && ambiguity_tol < 1.0))
     throw py::value_error("ambiguity_tol must lie in [0, 1)");
-  const SampleOptions opt{parse_solver(solver), gram_rcond, ambiguity_tol};
+  const SampleOptions opt{parse_solver(solver), gram_rcond, ambiguity_tol, !b.is_f64};
   const py::ssize_t N = b.count, d = b.cols;
   py::array_t<double> sigma({N, d});
   py::array_t<int64_t> perm({N, d});

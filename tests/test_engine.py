@@ -217,6 +217,32 @@ def test_zero_columns_and_zero_jacobian(rng):
     assert one.dto == 0.0
 
 
+def test_zero_columns_of_float32_jacobians_stay_on_the_gram(rng):
+    """A float32 column of J that is exactly zero gives exact zero rows and columns of G (float32
+    squares cannot underflow in float64), so the Gram route keeps such samples, a decoder that ignores
+    some of its latents included; float64 columns may be tiny rather than zero, and take the SVD path."""
+    J = rng.standard_normal((4, 50, 6)).astype(np.float32)
+    J[0, :, 1] = 0.0
+    J[1, :, [2, 4]] = 0.0
+    J[2, :, 5] = 0.0
+    J[2, :, 0] *= np.float32(1e-2)  # and a weak latent beside it (not near zero: that is ambiguous)
+    res = fastdto.dto_from_jacobians(J, return_v=True)
+    svd = fastdto.dto_from_jacobians(J, gram_rcond=1.0, return_v=True)
+    assert not res.svd_path.any() and svd.svd_path.all()
+    assert res.ambiguous.tolist() == [False, True, False, False]
+    for b, zero in [(0, [1]), (1, [2, 4]), (2, [5])]:
+        assert (res.singular_values[b, -len(zero):] == 0).all()
+    unique = [0, 2, 3]
+    ref = reference.dto_reference(J[unique].astype(np.float64))
+    np.testing.assert_allclose(res.per_sample[unique].numpy(), ref["per_sample"], atol=1e-10)
+    np.testing.assert_allclose(res.singular_values[unique].numpy(), ref["sigma"], rtol=1e-10, atol=1e-13)  # NumPy: 1e-17, not 0
+    np.testing.assert_allclose(align_signs(res.V[unique].numpy(), ref["V"]), ref["V"], atol=1e-9)
+    np.testing.assert_allclose(res.per_sample[unique].numpy(), svd.per_sample[unique].numpy(), atol=1e-10)
+    f64 = fastdto.dto_from_jacobians(J.astype(np.float64))
+    assert f64.svd_path[:3].all() and not f64.svd_path[3]
+    np.testing.assert_allclose(f64.per_sample[unique].numpy(), ref["per_sample"], atol=1e-10)
+
+
 @pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-150, 1e-100, 1e-80, 1e80, 1e100, 1e150, 1e200, 1e300])
 def test_extreme_jacobian_scales(rng, scale):
     """J's scale (a power of ten, not of two) changes neither V nor DtO, and sigma scales with it, also

@@ -16,6 +16,10 @@ struct SampleOptions {
   // V counts as not unique when two consecutive singular values differ by at most
   // ambiguity_tol * sigma_max (or when J is zero).
   double ambiguity_tol;
+  // J is float32: its squares cannot underflow in float64, so a zero diagonal entry of G means an
+  // exactly zero column of J, whose row and column of G are exactly zero too. Such a column is a
+  // singular direction (sigma = 0) that Jacobi on the Gram finds exactly.
+  bool zero_columns_exact;
 };
 
 // Per-sample outputs, caller-allocated, contiguous (host or device memory). V may be null.
@@ -81,16 +85,19 @@ FASTDTO_HD void store_sample(const DtoOutputs& out, long long b, const double* s
 
 // A lower bound on the smallest eigenvalue of the column-scaled Gram C = D^-1 G D^-1 (D^2 = diag G,
 // so C is J's with unit columns), or 0 where none is certified: 1 / ||L^-1||_F^2 for the Cholesky
-// factor L of C (||C^-1|| <= ||L^-1||_F^2 <= d ||C^-1||), less a margin for rounding in L. A zero or
-// tiny column (diag G below 2^-900, where products may have underflowed) or a failed Cholesky gives 0.
+// factor L of C (||C^-1|| <= ||L^-1||_F^2 <= d ||C^-1||), less a margin for rounding in L. A tiny
+// column (diag G below 2^-900, where products may have underflowed) or a failed Cholesky gives 0.
+// With zero_columns_exact, exactly zero columns are left out: they enter C as unit columns
+// orthogonal to all others, which leaves the other columns' bound as it is (it is at most 1).
 // work: d x d, overwritten (its lower triangle holds L, then L^-1).
-FASTDTO_HD double scaled_gram_floor(const double* G, int d, double* work) {
+FASTDTO_HD double scaled_gram_floor(const double* G, int d, double* work, bool zero_columns_exact) {
   for (int j = 0; j < d; ++j)
-    if (!(G[j * d + j] >= 0x1p-900)) return 0.0;
+    if (!(G[j * d + j] >= 0x1p-900) && !(zero_columns_exact && G[j * d + j] == 0.0)) return 0.0;
   for (int j = 0; j < d; ++j) {  // Cholesky, column by column, of C_ij = G_ij / sqrt(G_ii G_jj)
     for (int i = j; i < d; ++i) {
       // two square roots: the product G_ii G_jj may leave float64's range, each root may not
-      double c = i == j ? 1.0 : G[i * d + j] / (sqrt(G[i * d + i]) * sqrt(G[j * d + j]));
+      const bool zero_column = G[i * d + i] == 0.0 || G[j * d + j] == 0.0;
+      double c = i == j ? 1.0 : zero_column ? 0.0 : G[i * d + j] / (sqrt(G[i * d + i]) * sqrt(G[j * d + j]));
       for (int m = 0; m < j; ++m) c -= work[i * d + m] * work[j * d + m];
       if (i == j) {
         if (!(c > 0.0)) return 0.0;
@@ -146,7 +153,7 @@ FASTDTO_HD bool sigma_from_eigenvalues(double* sigma, int d, int k, double c, co
 FASTDTO_HD bool eigen_from_gram(double* G, int d, const SampleOptions& opt, double* sigma, double* V) {
   int k;
   if (!gram_scale_exponent(G, d, &k)) return true;
-  const double c = scaled_gram_floor(G, d, V);  // V as work space: Jacobi sets it afresh
+  const double c = scaled_gram_floor(G, d, V, opt.zero_columns_exact);  // V as work space: Jacobi sets it afresh
   const double scale = gram_scale(k);
   for (int i = 0; i < d * d; ++i) G[i] *= scale;
   jacobi_eigh(G, d, sigma, V);

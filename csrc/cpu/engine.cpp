@@ -210,7 +210,7 @@ FASTDTO_HD void dto_group(const T* base, const StridedBatch& Jb, const SampleOpt
     gram_matrix<isa>(base + (b0 + l) * Jb.s_batch, Jb.s_row, Jb.s_col, n, d, s.block.data(), s.acc.data(), G);
     on_gram[l] = gram_scale_exponent(G, d, &scale_exp[l]);
     if (!on_gram[l]) continue;
-    scaled_floor[l] = scaled_gram_floor(G, d, V);  // V is free until the lanes are extracted
+    scaled_floor[l] = scaled_gram_floor(G, d, V, opt.zero_columns_exact);  // V is free until the lanes are extracted
     const double scale = gram_scale(scale_exp[l]);
     for (int e = 0; e < d * d; ++e) s.A[(size_t)e * kLanes + l] = G[e] * scale;
   }

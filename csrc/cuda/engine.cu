@@ -310,7 +310,7 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
   if (!(gram_rcond >= 0.0 && gram_rcond <= 1.0)) throw py::value_error("gram_rcond must lie in [0, 1]");
   if (!(ambiguity_tol >= 0.0 && ambiguity_tol < 1.0))
     throw py::value_error("ambiguity_tol must lie in [0, 1)");
-  const SampleOptions opt{parse_solver(solver), gram_rcond, ambiguity_tol};
+  const SampleOptions opt{parse_solver(solver), gram_rcond, ambiguity_tol, item == 4};
   if (gram_kernel != "auto" && gram_kernel != "register" && gram_kernel != "tiled")
     throw py::value_error("gram_kernel must be 'auto', 'register' or 'tiled', got '" + gram_kernel + "'");
   if (gram_kernel == "register" && d > kSmallGramDim)
