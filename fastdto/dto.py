@@ -13,7 +13,8 @@ grows like ``eps64 * (sigma_max / sigma_min)^2`` and that of ``V`` like ``eps64 
 is the smallest eigenvalue of the Gram of ``J`` with unit columns (Jacobi's relative accuracy). A sample is
 recomputed from ``J`` itself, by Householder QR plus one-sided Jacobi, only where both bounds exceed
 ``eps64 / gram_rcond^2``: ``J`` ill-conditioned with its columns mixed. A passive latent (one tiny column)
-makes ``sigma_min / sigma_max`` tiny but leaves ``c`` near 1, so such samples keep the fast route.
+makes ``sigma_min / sigma_max`` tiny but leaves ``c`` near 1, so such samples keep the fast route; so do
+exactly zero columns of a float32 ``J`` (their squares cannot underflow, so Jacobi finds them exactly).
 
 Devices: CUDA tensors are processed on their own GPU, on the current stream, when the engine was built
 with its CUDA backend (``fastdto.build_info()["cuda"]``) and a device is usable; results stay on that
@@ -314,8 +315,9 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             recomputed on ``J`` by QR plus one-sided Jacobi: ``sigma_min / sigma_max`` below this, or two
             singular values that count as distinct (see ``ambiguity_tol``) with ``sigma_k^2 - sigma_k+1^2``
             at most ``gram_rcond^2 sigma_max^2``, unless ``J`` with unit columns is well enough conditioned
-            for Jacobi's relative accuracy (module docstring) (default ``eps64**0.25 ~= 1.2e-4``; ``1.0`` forces it for every sample
-            with more than one latent (with one, ``V = [1]`` exactly), ``0`` never). Samples whose Gram
+            for Jacobi's relative accuracy (see the module docstring). Default ``eps64**0.25 ~= 1.2e-4``;
+            ``1.0`` forces the recomputation for every sample with more than one latent (with one,
+            ``V = [1]`` exactly), ``0`` never. Samples whose Gram
             matrix would under- or overflow float64 (``J`` of scale below about 1e-135 or above 1e150)
             always take that path, on ``J`` scaled by a power of two.
         ambiguity_tol: relative singular-value gap at or below which ``V`` counts as not unique

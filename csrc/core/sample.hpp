@@ -95,8 +95,8 @@ FASTDTO_HD double scaled_gram_floor(const double* G, int d, double* work, bool z
     if (!(G[j * d + j] >= 0x1p-900) && !(zero_columns_exact && G[j * d + j] == 0.0)) return 0.0;
   for (int j = 0; j < d; ++j) {  // Cholesky, column by column, of C_ij = G_ij / sqrt(G_ii G_jj)
     for (int i = j; i < d; ++i) {
+      const bool zero_column = G[i * d + i] == 0.0 || G[j * d + j] == 0.0;  // only with zero_columns_exact
       // two square roots: the product G_ii G_jj may leave float64's range, each root may not
-      const bool zero_column = G[i * d + i] == 0.0 || G[j * d + j] == 0.0;
       double c = i == j ? 1.0 : zero_column ? 0.0 : G[i * d + j] / (sqrt(G[i * d + i]) * sqrt(G[j * d + j]));
       for (int m = 0; m < j; ++m) c -= work[i * d + m] * work[j * d + m];
       if (i == j) {

@@ -18,7 +18,7 @@ namespace {
 // sets below (4 doubles are one AVX2 register, or two SSE2 registers in the baseline build).
 typedef double v4d __attribute__((vector_size(32)));
 
-constexpr int kBlockRows = 64;  // rows of J per transposed block (multiple of 4; 64 x d doubles stay in L1)
+constexpr int kBlockRows = 64;  // rows of J per Gram block (multiple of 4; 64 x d doubles stay in L1)
 
 // Instruction sets the per-sample code is compiled for, picked once per call (see dto_batch).
 enum class Isa { Baseline, Avx2 };
