@@ -57,9 +57,10 @@ FASTDTO_HD bool gram_scale_exponent(const double* G, int d, int* k) {
 FASTDTO_HD double gram_scale(int k) { return ldexp(1.0, -2 * k); }
 
 FASTDTO_HD bool all_finite(const double* x, int count) {
-  bool finite = true;
-  for (int i = 0; i < count; ++i) finite &= is_finite(x[i]);
-  return finite;
+  double z = 0.0;  // x - x is 0 for finite x, NaN otherwise: a sum vectorises where a bool AND did not
+  FASTDTO_HOST_PRAGMA(omp simd reduction(+ : z))
+  for (int i = 0; i < count; ++i) z += x[i] - x[i];
+  return z == 0.0;
 }
 
 // Copies a strided d x d matrix into V (row-major float64); false if any entry is NaN or Inf.
