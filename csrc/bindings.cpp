@@ -4,7 +4,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <climits>
 #include <string>
 
 #include "cpu/engine.hpp"
@@ -37,15 +36,7 @@ StridedBatch as_batch(const py::array& a, const char* name, const char* shape_do
       throw py::value_error(std::string(name) + " has a stride that is not a multiple of its item size");
     *strides[i] = a.strides(i) / item;
   }
-  if (b.count < 1 || b.rows < 1 || b.cols < 1)
-    throw py::value_error(std::string(name) + " is empty: shape " + shape_doc + " needs every size >= 1");
-  if (b.cols > kMaxDim)
-    throw py::value_error(std::string(name) + ": latent dimension " + std::to_string(b.cols) +
-                          " exceeds the supported maximum of " + std::to_string(kMaxDim));
-  if (b.rows > INT_MAX / kMaxDim)
-    throw py::value_error(std::string(name) + ": " + std::to_string(b.rows) +
-                          " rows per matrix (outputs per sample) exceed the supported maximum of " +
-                          std::to_string(INT_MAX / kMaxDim));
+  check_batch_sizes(b.count, b.rows, b.cols, name, shape_doc);
   return b;
 }
 

@@ -15,7 +15,7 @@
 
 // Rarely taken paths: kept out of line so that they cost the common path no registers.
 #if defined(__CUDACC__)
-#define FASTDTO_HD_COLD __host__ __device__ __noinline__
+#define FASTDTO_HD_COLD inline __host__ __device__ __noinline__  // inline: one definition per program
 #else
 #define FASTDTO_HD_COLD inline __attribute__((noinline, cold))
 #endif

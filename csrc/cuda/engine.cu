@@ -192,16 +192,6 @@ long long last_offset(long long count, long long rows, long long cols, long long
   return (count - 1) * s0 + (rows - 1) * s1 + (cols - 1) * s2;
 }
 
-void check_sizes(long long N, long long rows, long long d, const char* name, const char* shape_doc) {
-  if (N < 1 || rows < 1 || d < 1)
-    throw py::value_error(std::string(name) + " is empty: shape " + shape_doc + " needs every size >= 1");
-  if (d > kMaxDim)
-    throw py::value_error(std::string(name) + ": latent dimension " + std::to_string(d) +
-                          " exceeds the supported maximum of " + std::to_string(kMaxDim));
-  if (rows > INT_MAX / kMaxDim)
-    throw py::value_error(std::string(name) + ": too many rows per matrix (" + std::to_string(rows) + ")");
-}
-
 int bucket(int d) { return d <= 16 ? 16 : d <= 32 ? 32 : 64; }
 
 unsigned blocks_for(long long threads, int per_block) {
@@ -306,7 +296,7 @@ void cuda_dto_from_jacobians(uintptr_t J_ptr, long long N, long long n, long lon
                              uintptr_t scratch_ptr, size_t scratch_bytes, uintptr_t stream,
                              int device, const std::string& gram_kernel) {
   const int item = element_size(dtype, "J");
-  check_sizes(N, n, d, "J", "(N, n, d)");
+  check_batch_sizes(N, n, d, "J", "(N, n, d)");
   if (!(gram_rcond >= 0.0 && gram_rcond <= 1.0)) throw py::value_error("gram_rcond must lie in [0, 1]");
   if (!(ambiguity_tol >= 0.0 && ambiguity_tol < 1.0))
     throw py::value_error("ambiguity_tol must lie in [0, 1)");
@@ -386,7 +376,7 @@ void cuda_signed_permutations(uintptr_t V_ptr, long long N, long long d, long lo
                               uintptr_t flags_ptr, uintptr_t scratch_ptr, size_t scratch_bytes,
                               uintptr_t stream, int device) {
   const int item = element_size(dtype, "V");
-  check_sizes(N, d, d, "V", "(N, d, d)");
+  check_batch_sizes(N, d, d, "V", "(N, d, d)");
   const Solver s = parse_solver(solver);
   const long long last = last_offset(N, d, d, sN, si, sj, "V");
   check_scratch_size(scratch_bytes, perm_scratch_bytes(N, d));
@@ -464,13 +454,13 @@ void register_cuda_bindings(py::module_& m) {
         "Enqueues nearest signed permutations of a strided (N, d, d) device batch on `stream`; scratch: "
         "cuda_signed_permutations_scratch_bytes(N, d) bytes, 256-byte aligned.");
   m.def("cuda_dto_scratch_bytes", [](long long N, long long n, long long d, bool with_V) {
-          cuda::check_sizes(N, n, d, "J", "(N, n, d)");
+          check_batch_sizes(N, n, d, "J", "(N, n, d)");
           return cuda::dto_layout(N, n, d, with_V).total();
         }, py::arg("N"), py::arg("n"), py::arg("d"), py::arg("with_V"),
         "Device scratch bytes cuda_dto_from_jacobians needs: it works in chunks, so at most about 770 MB "
         "(more only where one n x d float64 copy of J exceeds the 256 MB SVD pool).");
   m.def("cuda_signed_permutations_scratch_bytes", [](long long N, long long d) {
-          cuda::check_sizes(N, d, d, "V", "(N, d, d)");
+          check_batch_sizes(N, d, d, "V", "(N, d, d)");
           return cuda::perm_scratch_bytes(N, d);
         }, py::arg("N"), py::arg("d"),
         "Device scratch bytes cuda_signed_permutations needs (at most about 512 MB: it works in chunks).");
