@@ -287,6 +287,27 @@ def test_columns_of_very_different_scales(rng, tiny):
     assert one.per_sample.item() == 0.0 and one.singular_values[0, 1].item() == pytest.approx(1e-165, rel=1e-15)
 
 
+@pytest.mark.parametrize("tiny", [1e-310, 1e-316, 1e-320, 5e-324])
+@pytest.mark.parametrize("column", [0, 2])
+def test_subnormal_columns_of_float64_jacobians(rng, tiny, column):
+    """A float64 column of subnormal numbers (a decoder weight row underflowed, say) takes the SVD
+    path. Its Householder reflector must be formed from the column scaled into the normal range: from
+    the subnormal numbers themselves it had a few bits of precision, was no longer orthogonal, and
+    moved the other singular values by up to 1 and DtO by up to 0.4. The column's effect is below
+    any rounding of the others, so the answer is that of J with the column set to zero."""
+    J = rng.standard_normal((40, 12, 5))
+    zeroed = J.copy()
+    zeroed[:, :, column] = 0.0
+    J[:, :, column] *= tiny
+    res = fastdto.dto_from_jacobians(J, return_v=True)
+    lim = fastdto.dto_from_jacobians(zeroed, return_v=True)
+    assert res.svd_path.all()
+    torch.testing.assert_close(res.per_sample, lim.per_sample, atol=1e-12, rtol=0)
+    torch.testing.assert_close(res.singular_values[:, :4], lim.singular_values[:, :4], atol=0, rtol=1e-13)
+    torch.testing.assert_close(res.V, lim.V, atol=1e-12, rtol=0)
+    assert (res.singular_values[:, 4] <= 12 * tiny).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_graded_jacobians_stay_on_the_gram_and_match_an_svd(rng, dtype):
     """A passive latent (a column of J 1e-6 to 1e-10 of the others), or columns graded over many orders

@@ -89,6 +89,10 @@ FASTDTO_HD double dot4(const double* x, const double* y, int count) {
 // Householder QR of X (n x d, column-major, destroyed). Writes the d x d upper-triangular
 // factor R (row-major; rows >= min(n, d) are zero). Nothing here squares an entry of X: a column
 // far below the largest (X is scaled to max |x| < 1) would underflow, and the reflection turn NaN.
+// Each column is scaled by a power of two to max |x| in [1/2, 1) before its reflector is formed
+// (exact, and the reflector does not depend on the scale): a column of subnormal numbers would
+// otherwise give a norm and a reflector with a few bits of precision, and the reflection, no longer
+// orthogonal, would corrupt every other column.
 FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
   for (int i = 0; i < d * d; ++i) R[i] = 0.0;
   const int m = n < d ? n : d;
@@ -99,25 +103,25 @@ FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
       for (int j = k + 1; j < d; ++j) R[k * d + j] = X[(long long)j * n + k];
       continue;
     }
-    const double norm = scaled_norm(xk + k, 1, n - k, scale);
+    int e;
+    frexp(scale, &e);  // scale in [2^(e-1), 2^e)
+    const Pow2Pair f = pow2_pair(-e);
+    for (int r = k; r < n; ++r) xk[r] = xk[r] * f.a * f.b;
+    const double norm = scaled_norm(xk + k, 1, n - k, max_abs(xk + k, 1, n - k));  // in [1/2, sqrt(n))
     const double alpha = xk[k] >= 0.0 ? -norm : norm;
     // The reflector u = (x - alpha e_k) / norm, stored in place: its entries are at most 2 in
-    // magnitude whatever the column's scale, and u.u = 2 (1 + |x_k| / norm), in [2, 4].
+    // magnitude, and u.u = 2 (1 + |x_k| / norm), in [2, 4].
     const double uu = 2.0 * (1.0 + dabs(xk[k]) / norm);
     xk[k] -= alpha;
-    if (norm >= 0x1p-1000) {  // 1 / norm is finite: a multiplication per entry, not a division
-      const double inv = 1.0 / norm;
-      for (int r = k; r < n; ++r) xk[r] *= inv;
-    } else {
-      for (int r = k; r < n; ++r) xk[r] /= norm;
-    }
+    const double inv = 1.0 / norm;
+    for (int r = k; r < n; ++r) xk[r] *= inv;
     for (int j = k + 1; j < d; ++j) {
       double* xj = X + (long long)j * n;
-      const double f = 2.0 * dot4(xk + k, xj + k, n - k) / uu;
-      for (int r = k; r < n; ++r) xj[r] -= f * xk[r];
+      const double g = 2.0 * dot4(xk + k, xj + k, n - k) / uu;
+      for (int r = k; r < n; ++r) xj[r] -= g * xk[r];
       R[k * d + j] = xj[k];
     }
-    R[k * d + k] = alpha;
+    R[k * d + k] = ldexp(alpha, e);
   }
 }
 
