@@ -106,7 +106,9 @@ def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
 
 def _flat(decoder: Callable) -> Callable:
     def f(z):
-        y = decoder(z)
+        # A copy: a decoder that writes to its input must change neither the caller's latents nor
+        # the chunk a fallback method retries; and autograd refuses in-place writes to a leaf.
+        y = decoder(z.clone())
         if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] != z.shape[0]:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"the decoder must keep the batch dimension: input batch {z.shape[0]}, output {shape}")

@@ -4,6 +4,7 @@
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -151,13 +152,29 @@ def test_fallbacks_stay_exact_where_double_vjp_cannot_be(mlp_decoder):
     assert torch.equal(torch.get_rng_state(), state)  # the check's random projection has its own generator
 
 
-def test_decoder_writing_to_its_input_sees_each_latent_once():
-    """The memory probe used views of the caller's latents: an in-place decoder ran 3 times on row 0."""
+def test_decoder_writing_to_its_input_sees_each_latent_once(mlp_decoder):
+    """The memory probe used views of the caller's latents: an in-place decoder ran 3 times on row 0.
+    The chunks were views too, so such a decoder changed the caller's latents, and a fallback method
+    retried a chunk the failed forward-mode attempt had already changed (J at 2z, not z, below)."""
     def dec(q):
         q.add_(1.0)
         return torch.cat([q, q ** 2], 1)
-    res = fastdto.evaluate(dec, torch.ones(5, 2))
+    ones = torch.ones(5, 2)
+    res = fastdto.evaluate(dec, ones)
     assert torch.equal(res.singular_values, res.singular_values[:1].expand(5, 2))
+    assert torch.equal(ones, torch.ones(5, 2))
+
+    z = torch.randn(7, 4)
+    z0 = z.clone()
+    for plain, in_place in [(lambda x: mlp_decoder(2 * x), lambda x: mlp_decoder(x.mul_(2))),
+                            (lambda x: Square.apply(mlp_decoder(2 * x)),  # the double-vjp fallback
+                             lambda x: Square.apply(mlp_decoder(x.mul_(2))))]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = fastdto.jacobians(plain, z, chunk_size=3)
+            torch.testing.assert_close(fastdto.jacobians(in_place, z, chunk_size=3), expected, rtol=0, atol=0)
+            fastdto.evaluate(in_place, z)
+        assert torch.equal(z, z0)
 
 
 def test_small_chunks_keep_memory_bounded():
