@@ -149,24 +149,8 @@ def _resolve_active(active, d: int, latents: torch.Tensor | None) -> list[int]:
             raise ValueError("active='auto' found no active latent: every latent's std over the given "
                              "latents is <= 0.5 (pass active=None to use all latents)")
         return idx
-    a = torch.as_tensor(np.asarray(active.cpu() if isinstance(active, torch.Tensor) else active))
-    if a.dtype == torch.bool:
-        if a.shape != (d,):
-            raise ValueError(f"active mask must have shape ({d},), got {tuple(a.shape)}")
-        idx = a.nonzero().flatten().tolist()
-    elif a.ndim == 1 and a.numel() == 0:
-        idx = []
-    elif a.dtype == torch.uint8:  # the old torch mask type: reading it as indices would be a silent guess
-        raise ValueError(f"active of dtype uint8 is ambiguous (a mask or indices?): pass a bool mask or "
-                         f"int64 indices, got {a.tolist()}")
-    elif not a.dtype.is_floating_point and a.ndim == 1:
-        idx = a.tolist()
-        if any(i < 0 or i >= d for i in idx):
-            raise ValueError(f"active indices must lie in [0, {d}), got {idx}")
-        if len(set(idx)) != len(idx):
-            raise ValueError(f"active indices must be distinct, got {idx}")
-    else:
-        raise ValueError(f"active must be None, 'auto', a boolean mask or a 1-D list of integer indices, got {active!r}")
+    from .metrics._validation import latent_indices
+    idx = latent_indices(active, d)
     if not idx:
         raise ValueError("active selects no latent")
     return idx

@@ -369,6 +369,18 @@ def test_kl_terms_direct(rng):
         assert res["active"].tolist() == mask.tolist()
 
 
+def test_mig_bins_beyond_the_sample_count_take_no_memory_for_edges(rng):
+    """n_bins = 10**9 made numpy build 10**9 + 1 histogram edges (8 GB; the process was killed)."""
+    z = rng.standard_normal((200, 3))
+    w = rng.integers(0, 4, (200, 2))
+    for n_bins in (10**9, 2**31 - 1):  # above 4 N: arithmetic bins
+        assert mig(z, w, n_bins=n_bins) == pytest.approx(0.0, abs=1e-12)  # every sample in its own bin
+    assert 0.0 <= mig(z, w, n_bins=801) <= 1.0
+    from fastdto.metrics.mig import discretize
+    edges_side = discretize(z, 800)  # at 4 N numpy's edges still serve; both agree off the edges
+    np.testing.assert_array_equal(edges_side, np.minimum(((z - z.min(0)) / np.ptp(z, 0) * 800).astype(int), 799))
+
+
 def test_mig_with_more_bins_than_memory_allows_for_a_dense_table(rng):
     # n_bins = 10**7 asked for a 10**7 x K table per latent (MemoryError). Only occupied pairs are
     # counted now; with every sample in its own bin, each latent "explains" every factor: gaps 0.
@@ -464,6 +476,8 @@ def test_bad_inputs_raise(fn, z, w, kwargs, name):
         ({"n_folds": 21}, "n_folds"),
         ({"max_samples": 1}, "max_samples"),
         ({"seed": "a"}, "seed"),
+        ({"seed": 2**70}, "seed"),
+        ({"return_details": "no"}, "return_details"),
     ],
 )
 def test_score_bad_options(kwargs, name):
@@ -480,6 +494,10 @@ def test_score_bad_options(kwargs, name):
         ({"exclude": [0, 1]}, "exclude"),
         ({"exclude": ["a"]}, "exclude"),
         ({"continuous_factors": "drop"}, "continuous_factors"),
+        ({"n_bins": 2**31}, "n_bins"),
+        ({"n_bins": np.bool_(True)}, "n_bins"),
+        ({"discrete_latents": "no"}, "discrete_latents"),  # was read as True
+        ({"return_details": 0}, "return_details"),
     ],
 )
 def test_mig_bad_options(kwargs, name):
@@ -498,6 +516,12 @@ def test_kl_and_active_bad_inputs():
         (lambda: kl_terms(mu, _with_nan(lv)), "logvar"),
         (lambda: kl_terms(mu, lv, active=[True, False]), "active"),
         (lambda: kl_terms(mu, lv, active=[5]), "active"),
+        # a 0/1 mask as uint8 or as indices with repeats was read as indices [0, 1] or [0, 1, 0]
+        (lambda: kl_terms(mu, lv, active=np.array([0, 1, 0], dtype=np.uint8)), "active"),
+        (lambda: kl_terms(mu, lv, active=[0, 1, 0]), "active"),
+        (lambda: kl_terms(mu, lv, active=[-1]), "active"),
+        (lambda: kl_terms(mu, lv, active={1}), "active"),
+        (lambda: kl_terms(mu, lv, active=[1.0]), "active"),
         (lambda: kl_terms(mu, np.full((5, 3), 710.0)), "mu, logvar: the KL overflows"),
         (lambda: kl_terms(np.full((5, 3), 1e155), lv), "mu, logvar: the KL overflows"),
         (lambda: polarized_fraction([]), "history"),
@@ -544,5 +568,12 @@ def test_metric_seeds_and_counts_are_checked():
     for bad in ({"seed": "a"}, {"seed": 1.5}, {"n_decoders": True}, {"n_samples": 0}):
         with pytest.raises(ValueError, match=f"^{next(iter(bad))}"):
             metrics.random_decoder_baseline("synth-lin-ae", **bad)
+    for bad in (None, 5, {}):  # leaked "'NoneType' object is not iterable" and KeyError: 'model'
+        with pytest.raises((TypeError, ValueError), match="architecture"):
+            metrics.random_decoder_baseline(bad)
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
     out = metrics.random_decoder_baseline("synth-lin-ae", n_decoders=np.int64(2), n_samples=50)
+    assert torch.equal(torch.rand(3), expected)  # it seeded the global generator, resetting the caller's
     assert out["settings"]["n_decoders"] == 2 and type(out["settings"]["n_decoders"]) is int

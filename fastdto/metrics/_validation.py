@@ -21,9 +21,18 @@ def _is_torch_tensor(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
+def _check_dense(x, name: str) -> None:
+    """A torch tensor whose values can be read: not a meta tensor, not sparse."""
+    if x.is_meta:
+        raise ValueError(f"{name}: a meta tensor has no values")
+    if str(x.layout) != "torch.strided":
+        raise ValueError(f"{name}: must be a dense tensor, got layout {x.layout}")
+
+
 def to_float64(x, name: str) -> np.ndarray:
     """Return ``x`` as a NumPy float64 array (a copy for torch tensors)."""
     if _is_torch_tensor(x):
+        _check_dense(x, name)
         if x.is_complex():
             raise ValueError(f"{name}: complex values are not supported")
         x = x.detach().to("cpu").double().numpy()
@@ -40,6 +49,39 @@ def to_float64(x, name: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name}: must be numeric ({exc})") from None
     return arr
+
+
+def latent_indices(active, d: int, name: str = "active") -> list[int]:
+    """The latents a boolean mask of length ``d`` or a 1-D sequence of distinct integer indices in
+    ``[0, d)`` selects, in the order given (possibly none). uint8 is refused: it was torch's old mask
+    type, and reading a mask as indices would select the wrong latents without a word."""
+    expected = f"a boolean mask of length {d} or a 1-D sequence of distinct integer indices in [0, {d})"
+    if _is_torch_tensor(active):
+        _check_dense(active, name)
+        active = active.detach().cpu().numpy()
+    if isinstance(active, (str, bytes, set, frozenset, dict)):
+        raise ValueError(f"{name} must be {expected}, got {active!r}")
+    try:
+        arr = np.asarray(active)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be {expected}, got {active!r}") from None
+    if arr.dtype == bool:
+        if arr.shape != (d,):
+            raise ValueError(f"{name}: boolean mask must have shape ({d},), got {arr.shape}")
+        return np.flatnonzero(arr).tolist()
+    if arr.ndim == 1 and arr.size == 0:
+        return []
+    if arr.dtype == np.uint8:
+        raise ValueError(f"{name} of dtype uint8 is ambiguous (a mask or indices?): pass a bool mask or "
+                         f"int64 indices, got {arr.tolist()}")
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be {expected}, got {active!r}")
+    idx = arr.tolist()
+    if any(i < 0 or i >= d for i in idx):
+        raise ValueError(f"{name}: indices must lie in [0, {d}), got {idx}")
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"{name}: indices must be distinct, got {idx}")
+    return idx
 
 
 def as_matrix(x, name: str, *, min_rows: int = 2, allow_inf: bool = False) -> np.ndarray:
@@ -80,13 +122,23 @@ def power_of_two_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ldexp(x, -e), e
 
 
-def check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def check_int(value, name: str, minimum: int, maximum: int = 2**63 - 1) -> int:
+    """An integer (Python or NumPy, not bool) in [minimum, maximum]; the default maximum keeps it
+    in int64, which seeds and NumPy arithmetic need."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name}: must be an integer, got {value!r}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name}: must be <= {maximum}, got {value}")
     return value
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_positive_float(value, name: str, *, allow_zero: bool = False) -> float:

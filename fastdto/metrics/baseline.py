@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -26,16 +28,22 @@ def random_decoder_baseline(architecture, *, n_decoders: int = 10, n_samples: in
     """
     from ..dto import evaluate
     from ..nn import build_model
-    from ..recipes import load_recipe
+    from ..recipes import load_recipe, validate_recipe
 
-    recipe = load_recipe(architecture) if isinstance(architecture, str) else dict(architecture)
+    if isinstance(architecture, str):
+        recipe = load_recipe(architecture)
+    elif isinstance(architecture, Mapping):
+        recipe = validate_recipe(dict(architecture), "architecture")
+    else:
+        raise TypeError(f"architecture must be a recipe name or a recipe dict, got {architecture!r}")
     n_decoders = check_int(n_decoders, "n_decoders", 1)
     n_samples = check_int(n_samples, "n_samples", 1)
-    seed = check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0, 2**62)  # seed + 10_000 + k stays a valid torch seed
     values = []
     for k in range(n_decoders):
-        torch.manual_seed(seed + k)
-        model = build_model(recipe)
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays where it was
+            torch.manual_seed(seed + k)
+            model = build_model(recipe)
         g = torch.Generator().manual_seed(10_000 + seed + k)
         z = torch.randn(n_samples, int(recipe["latent_dim"]), generator=g)
         values.append(evaluate(model.decoder, z, active=active).dto)

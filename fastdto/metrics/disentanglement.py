@@ -13,6 +13,7 @@ import numpy as np
 
 from ._validation import (
     MAX_DISCRETE_VALUES,
+    check_bool,
     check_discrete,
     check_int,
     check_pair,
@@ -127,6 +128,7 @@ def disentanglement_score(
     if max_samples is not None:
         max_samples = check_int(max_samples, "max_samples", 2)
     seed = check_int(seed, "seed", 0)
+    return_details = check_bool(return_details, "return_details")
 
     rng = np.random.default_rng(int(seed))
     n_total = z.shape[0]

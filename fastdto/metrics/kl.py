@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import _is_torch_tensor, as_matrix, check_positive_float, power_of_two_scaled
+from ._validation import _is_torch_tensor, as_matrix, check_positive_float, latent_indices, power_of_two_scaled
 
 __all__ = ["active_latents", "kl_terms", "polarized_fraction"]
 
@@ -28,25 +28,6 @@ def active_latents(mu, threshold: float = 0.5) -> np.ndarray:
     # Shifted by the first value as well: a constant column has std exactly 0 at any scale.
     scaled, e = power_of_two_scaled(m)
     return np.ldexp((scaled - scaled[:1]).std(axis=0), e) > threshold
-
-
-def _active_mask(active, d: int) -> np.ndarray:
-    if _is_torch_tensor(active):
-        active = active.detach().cpu().numpy()
-    arr = np.asarray(active)
-    if arr.dtype == bool:
-        if arr.shape != (d,):
-            raise ValueError(f"active: boolean mask must have shape ({d},), got {arr.shape}")
-        return arr.copy()
-    if arr.size == 0:
-        return np.zeros(d, dtype=bool)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise ValueError(f"active: must be a boolean mask of length {d} or integer latent indices")
-    if (arr < -d).any() or (arr >= d).any():
-        raise ValueError(f"active: index out of range for {d} latents: {arr.tolist()}")
-    mask = np.zeros(d, dtype=bool)
-    mask[arr] = True
-    return mask
 
 
 def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
@@ -79,7 +60,8 @@ def kl_terms(mu, logvar, active=None, threshold: float = 0.5) -> dict:
     if active is None:
         mask = active_latents(m, threshold)
     else:
-        mask = _active_mask(active, m.shape[1])
+        mask = np.zeros(m.shape[1], dtype=bool)
+        mask[latent_indices(active, m.shape[1])] = True
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
         m2 = m * m
         full = 0.5 * _mean_row_sum(m2 + np.exp(lv) - lv - 1.0)

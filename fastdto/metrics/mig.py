@@ -9,11 +9,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from ._validation import check_discrete, check_int, check_pair, labels_of, power_of_two_scaled, top_two_gap
+from ._validation import (check_bool, check_discrete, check_int, check_pair, labels_of, power_of_two_scaled,
+                          top_two_gap)
 
 __all__ = ["mig", "discretize", "mutual_information", "entropy"]
 
 _ESTIMATORS = ("histogram", "quantile")
+#: Most bins mig takes: the quantile bins multiply ranks by n_bins in int64.
+MAX_BINS = 2**31 - 1
 
 
 def discretize(x: np.ndarray, n_bins: int, estimator: str = "histogram") -> np.ndarray:
@@ -33,10 +36,15 @@ def discretize(x: np.ndarray, n_bins: int, estimator: str = "histogram") -> np.n
                 out[:, j] = 0
                 continue
             col = power_of_two_scaled(col)[0]  # exact, so the bins are unchanged; hi - lo stays finite
-            try:
-                edges = np.histogram(col, bins=n_bins)[1]
+            edges = None
+            if n_bins <= 4 * col.shape[0]:  # beyond, n_bins + 1 edges outweigh the data (8 GB at 10**9)
+                try:
+                    edges = np.histogram(col, bins=n_bins)[1]
+                except ValueError:  # a range at the values' resolution: numpy cannot make distinct edges
+                    pass
+            if edges is not None:
                 out[:, j] = np.digitize(col, edges[:-1]) - 1
-            except ValueError:  # a range at the values' resolution: numpy cannot make distinct edges
+            else:  # the same bins by arithmetic (a value within rounding of an edge may move by one)
                 low, width = col.min(), col.max() - col.min()
                 out[:, j] = np.minimum(((col - low) / width * n_bins).astype(np.int64), n_bins - 1)
         else:
@@ -102,6 +110,8 @@ def mig(
     * ``n_bins=20``, ``estimator="histogram"``: each latent is cut into
       ``n_bins`` equal-width bins over its own range (disentanglement_lib's
       variant).  ``estimator="quantile"`` uses equal-mass bins instead.
+      ``n_bins`` may be up to ``2**31 - 1``; above ``4 N`` the equal-width
+      bins are found by arithmetic instead of numpy's edges (memory O(N)).
     * ``discrete_latents=True``: latents are used as labels as they are
       (each distinct value its own class), no binning.
     * ``exclude``: factor indices left out of the mean (e.g. dSprites' shape,
@@ -121,7 +131,9 @@ def mig(
     the ``(K, d)`` MI matrix, factor entropies, per-factor gaps and settings.
     """
     z, w = check_pair(latents, factors)
-    n_bins = check_int(n_bins, "n_bins", 2)
+    n_bins = check_int(n_bins, "n_bins", 2, MAX_BINS)
+    discrete_latents = check_bool(discrete_latents, "discrete_latents")
+    return_details = check_bool(return_details, "return_details")
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator: must be one of {_ESTIMATORS}, got {estimator!r}")
     if continuous_factors not in ("bin", "raise"):
