@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ import torch
 
 import _fastdto_engine as _engine
 
-from .jacobian import DEFAULT_MEMORY_BUDGET, _check_latents, iter_jacobian_chunks
+from .jacobian import DEFAULT_MEMORY_BUDGET, _check_dense, _check_latents, iter_jacobian_chunks
 
 __all__ = ["DtOResult", "SignedPermutation", "evaluate", "dto_from_jacobians",
            "nearest_signed_permutation", "DEFAULT_GRAM_RCOND", "MAX_DIM"]
@@ -117,10 +118,15 @@ class DtOResult:
 MAX_THREADS = _engine.MAX_THREADS
 
 
-def _check_threads(threads) -> None:
-    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
-                                    and 1 <= threads <= MAX_THREADS):
+def _is_integer(x) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_threads(threads) -> int | None:
+    if threads is not None and not (_is_integer(threads) and 1 <= threads <= MAX_THREADS):
         raise ValueError(f"threads must be None or an integer in [1, {MAX_THREADS}], got {threads!r}")
+    return None if threads is None else int(threads)
 
 
 def _check_solver(solver) -> str:
@@ -169,8 +175,8 @@ def _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads):
         raise ValueError(f"ambiguity_tol must be None or a number in [0, 1), got {ambiguity_tol!r}")
     if not isinstance(return_v, bool):
         raise TypeError(f"return_v must be a bool, got {return_v!r}")
-    _check_threads(threads)
-    return float(gram_rcond), None if ambiguity_tol is None else float(ambiguity_tol)
+    threads = _check_threads(threads)
+    return float(gram_rcond), None if ambiguity_tol is None else float(ambiguity_tol), threads
 
 
 def _default_ambiguity_tol(dtype) -> float:
@@ -189,6 +195,7 @@ class _Accumulator:
         self.return_v, self.threads = return_v, threads
         # Errors about non-finite Jacobians point at the decoder when there is one.
         self.hint = "; the decoder's Jacobian is not finite there" if from_decoder else ""
+        self.from_decoder = from_decoder
         self.parts: list[dict] = []
 
     def add(self, J: torch.Tensor, first_index: int) -> None:
@@ -247,9 +254,16 @@ class _Accumulator:
         flags, dist = cat["flags"], cat["distance"]
         # One host synchronisation: the non-finite check (CUDA; the CPU engine raises itself) and the summary.
         summary = torch.stack([((flags & _engine.FLAG_NONFINITE) != 0).any().to(torch.float64),
-                               dist.mean(), dist.std(correction=0)]).cpu()
+                               dist.mean(), dist.std(correction=0),
+                               (cat["sigma"][:, 0] == 0).sum().to(torch.float64)]).cpu()
         if summary[0] > 0:
             _raise_on_nonfinite(self.parts, self.hint)
+        if summary[3] > 0 and len(active) > 1:  # largest singular value 0: J = 0 exactly (d = 1: V = 1 anyway)
+            warnings.warn(
+                f"{int(summary[3])} of {dist.shape[0]} Jacobians are exactly zero: V is arbitrary there, and "
+                "their distance 0 (and their share of the mean) says nothing about alignment"
+                + (" (does the decoder detach its output, or use round, argmax or other ops without a "
+                   "derivative?)" if self.from_decoder else ""), RuntimeWarning, stacklevel=3)
 
         def t(x):
             return None if x is None else x.to(device)
@@ -312,8 +326,12 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
     Returns:
         :class:`DtOResult` with tensors on ``latents.device``. On a CUDA device the CUDA engine runs when
         it was compiled in (see the module docstring); otherwise Jacobians are copied to the CPU engine.
+
+    Warns:
+        RuntimeWarning: when Jacobians are exactly zero (a decoder that detaches its output or rounds
+        it, or ReLU units all off): ``V`` is arbitrary there, and their distance 0 means nothing.
     """
-    gram_rcond, ambiguity_tol = _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads)
+    gram_rcond, ambiguity_tol, threads = _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads)
     latents = _check_latents(latents)
     d = latents.shape[1]
     if d > MAX_DIM:
@@ -329,10 +347,16 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
 
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        # torch cannot view negative strides (e.g. a[::-1]); only those arrays are copied.
-        x = torch.from_numpy(x if all(s >= 0 for s in x.strides) else x.copy())
+        if x.dtype.kind != "f" or x.dtype.fields is not None or x.dtype.itemsize not in (4, 8):
+            raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+        # torch views only native byte order, non-negative strides (not a[::-1]) and strides in whole
+        # items (not a field of a structured array): only other arrays are copied.
+        if (not x.dtype.isnative or any(s < 0 or s % x.itemsize for s in x.strides)):
+            x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+        x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    _check_dense(x, name)
     return x.detach()
 
 
@@ -344,7 +368,7 @@ def dto_from_jacobians(J, *, active=None, solver: str = "exact", return_v: bool 
     Options as in :func:`evaluate`; ``active`` takes a mask or indices (``"auto"`` needs latents, so it is
     not available here). Any strides are accepted; float32 or float64.
     """
-    gram_rcond, ambiguity_tol = _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads)
+    gram_rcond, ambiguity_tol, threads = _check_options(solver, gram_rcond, ambiguity_tol, return_v, threads)
     J = _as_tensor(J, "J")
     if J.ndim == 2:
         J = J[None]
@@ -357,8 +381,9 @@ def dto_from_jacobians(J, *, active=None, solver: str = "exact", return_v: bool 
     d = J.shape[2]
     if d > MAX_DIM:
         raise ValueError(f"J has d = {d} latent dimensions; the supported maximum is {MAX_DIM}")
-    if not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1):
+    if not (_is_integer(chunk_size) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    chunk_size = int(chunk_size)
     columns = _resolve_active(active, d, None)
     if columns != list(range(d)):  # a subset, or all latents in another order
         J = J[:, :, columns]
@@ -375,7 +400,7 @@ def nearest_signed_permutation(V, *, solver: str = "exact", threads: int | None 
     :func:`evaluate`. Results are on ``V``'s device.
     """
     _check_solver(solver)
-    _check_threads(threads)
+    threads = _check_threads(threads)
     V = _as_tensor(V, "V")
     single = V.ndim == 2
     if single:

@@ -32,16 +32,25 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 _BYTES_FACTOR = 4
 
 
+def _check_dense(x: torch.Tensor, name: str) -> None:
+    """A tensor whose values can be read: not a meta tensor, not sparse."""
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor: it has no values")
+    if x.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense tensor, got layout {x.layout}")
+
+
 def _check_latents(latents) -> torch.Tensor:
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"latents must be a torch.Tensor of shape (N, d), got {type(latents).__name__}")
+    _check_dense(latents, "latents")
     if latents.ndim != 2:
         raise ValueError(f"latents must have shape (N, d), got shape {tuple(latents.shape)}")
     if latents.shape[0] == 0:
         raise ValueError("latents is empty: need at least one latent point (N >= 1)")
     if latents.shape[1] == 0:
         raise ValueError("latents has d = 0 latent dimensions; need d >= 1")
-    if not latents.is_floating_point():
+    if latents.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"latents must be float32 or float64, got {latents.dtype}")
     if not bool(torch.isfinite(latents).all()):
         bad = int((~torch.isfinite(latents)).any(dim=1).nonzero()[0, 0])
@@ -97,8 +106,9 @@ def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
     if y.ndim < 1 or y.shape[0] != batch:
         raise ValueError(
             f"the decoder must keep the batch dimension: input batch {batch}, output shape {tuple(y.shape)}")
-    if not y.is_floating_point():
-        raise TypeError(f"the decoder must return floating-point outputs, got {y.dtype}")
+    _check_dense(y, "the decoder's output")
+    if y.dtype not in (torch.float32, torch.float64):  # the engine takes float32 or float64 Jacobians
+        raise TypeError(f"the decoder must return float32 or float64 outputs, got {y.dtype}")
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return y

@@ -493,6 +493,52 @@ def test_option_types_are_checked_alike(rng):
         fastdto.dto_from_jacobians(J, return_v=1)
 
 
+def test_inputs_found_by_fuzzing(rng, mlp_decoder):
+    """Inputs that leaked torch's or NumPy's messages, were refused late, or were refused wrongly."""
+    J = rng.standard_normal((3, 12, 4))
+    expected = fastdto.dto_from_jacobians(J).per_sample
+    swapped = J.astype(">f8")  # valid float64 in the other byte order
+    fields = np.zeros(J.shape, dtype=[("a", "f8"), ("b", "f4")])
+    fields["a"] = J  # a field view: strides in bytes, not whole items
+    for same in (swapped, fields["a"]):
+        torch.testing.assert_close(fastdto.dto_from_jacobians(same).per_sample, expected, rtol=0, atol=0)
+    for bad in (J.astype(object), J.astype(np.longdouble)):
+        with pytest.raises(TypeError, match="^J must be float32 or float64"):
+            fastdto.dto_from_jacobians(bad)
+    for bad, message in ((torch.zeros(3, 12, 4, device="meta"), "^V is a meta tensor"),
+                         (torch.from_numpy(J[:, :4]).to_sparse(), "^V must be a dense tensor")):
+        with pytest.raises(ValueError, match=message):
+            fastdto.nearest_signed_permutation(bad)
+    # NumPy integers are integers; numpy bools are not
+    torch.testing.assert_close(fastdto.dto_from_jacobians(J, chunk_size=np.int64(2), threads=np.int32(1)).per_sample,
+                               expected, rtol=0, atol=0)
+    assert fastdto.nearest_signed_permutation(np.eye(3), threads=np.int64(2)).distance == 0.0
+    with pytest.raises(ValueError, match="threads"):
+        fastdto.dto_from_jacobians(J, threads=np.bool_(True))
+
+    calls = []
+
+    def counting(z):
+        calls.append(z.shape)
+        return mlp_decoder(z)
+    for bad in (torch.randn(5, 4).half(), torch.randn(5, 4).bfloat16()):  # refused before the decoder runs
+        with pytest.raises(TypeError, match="^latents must be float32 or float64"):
+            fastdto.evaluate(counting, bad)
+    assert not calls
+    for bad, message in ((torch.zeros(5, 4, device="meta"), "^latents is a meta tensor"),
+                         (torch.randn(5, 4).to_sparse(), "^latents must be a dense tensor")):
+        with pytest.raises(ValueError, match=message):
+            fastdto.evaluate(mlp_decoder, bad)
+    with pytest.raises(TypeError, match="float32 or float64 outputs"):  # named the Jacobians, after a chunk
+        fastdto.evaluate(lambda z: mlp_decoder(z).half(), torch.randn(5, 4))
+    for bad in ({1}, [None], [1.0], [0, 10**30], slice(2)):  # leaked NumPy's conversion errors
+        with pytest.raises(ValueError, match="^active must be a boolean mask"):
+            fastdto.evaluate(mlp_decoder, torch.randn(5, 4), active=bad)
+    with pytest.warns(RuntimeWarning, match="5 of 5 Jacobians are exactly zero.*detach"):
+        res = fastdto.evaluate(lambda z: mlp_decoder(z).detach(), torch.randn(5, 4))
+    assert res.dto == 0.0
+
+
 def test_out_of_memory_in_the_engine_raises_memory_error():
     """std::bad_alloc inside the engine's OpenMP team (here the SVD path's float64 copy of a huge
     stride-0 J) used to end in std::terminate, killing the interpreter."""

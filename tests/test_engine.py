@@ -1,6 +1,7 @@
 """The compiled engine against the NumPy/SciPy/HiGHS oracle, brute force and known answers."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -211,9 +212,13 @@ def test_zero_columns_and_zero_jacobian(rng):
     assert res.singular_values[0, -1].item() == 0.0
     ref = reference.dto_reference(J[:1])
     assert res.per_sample[0].item() == pytest.approx(ref["per_sample"][0], abs=1e-12)
-    zero = fastdto.dto_from_jacobians(np.zeros((1, 5, 3)))
-    assert zero.dto == 0.0 and zero.ambiguous.item() and (zero.singular_values == 0).all()
-    one = fastdto.dto_from_jacobians(np.zeros((1, 5, 1)))
+    # A zero J gives V = I and distance 0, the best score: a warning says that it means nothing.
+    with pytest.warns(RuntimeWarning, match="1 of 2 Jacobians are exactly zero"):
+        zero = fastdto.dto_from_jacobians(np.stack([np.zeros((5, 3)), J[0, :5, :3]]))
+    assert zero.per_sample[0] == 0.0 and zero.ambiguous[0] and (zero.singular_values[0] == 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # d = 1: V = 1 whatever J is, so nothing to warn about
+        one = fastdto.dto_from_jacobians(np.zeros((1, 5, 1)))
     assert one.dto == 0.0
 
 

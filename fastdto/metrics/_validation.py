@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from ..jacobian import _check_dense  # one rule for every tensor input: not meta, not sparse
+
 #: Integer-valued factors with at most this many distinct values are treated
 #: as discrete when the caller does not say otherwise.
 MAX_DISCRETE_VALUES = 50
@@ -19,14 +21,6 @@ MAX_DISCRETE_VALUES = 50
 
 def _is_torch_tensor(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
-
-
-def _check_dense(x, name: str) -> None:
-    """A torch tensor whose values can be read: not a meta tensor, not sparse."""
-    if x.is_meta:
-        raise ValueError(f"{name}: a meta tensor has no values")
-    if str(x.layout) != "torch.strided":
-        raise ValueError(f"{name}: must be a dense tensor, got layout {x.layout}")
 
 
 def to_float64(x, name: str) -> np.ndarray:
