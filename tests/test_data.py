@@ -32,6 +32,24 @@ def test_names_and_dispatch_errors():
     assert data.load("SYNTH_LIN", n=3).name == "synth-lin"
 
 
+@pytest.mark.parametrize("name, options, argument", [
+    # truncated or coerced without a word before (2.7 points gave 2, "5" gave 5, True gave 1)
+    ("synth-lin", {"n": 2.7}, "n"), ("synth-lin", {"n": "5"}, "n"), ("synth-lin", {"n": True}, "n"),
+    ("synth-lin", {"seed": 1.5}, "seed"), ("synth-lin", {"scale_ratio": "2"}, "scale_ratio"),
+    ("synth-nonlin", {"weight_seed": 2.5}, "weight_seed"),
+    ("dsprites", {"block_size": 0}, "block_size"), ("dsprites", {"block_size": 2.5}, "block_size"),
+    # failed with messages that did not name the argument
+    ("synth-lin", {"n": float("nan")}, "n"), ("synth-lin", {"seed": 2**70}, "seed"),
+    ("dsprites", {"split_seed": -1}, "split_seed"), ("dsprites", {"test_fraction": "x"}, "test_fraction"),
+    ("dsprites", {"cache_dir": 5}, "cache_dir"),
+])
+def test_load_options_are_checked(name, options, argument):
+    extra = {"subset": 4} if name == "dsprites" else {"n": 3} if "n" not in options else {}
+    with pytest.raises((ValueError, TypeError), match=f"^{argument}"):
+        data.load(name, **options, **extra)
+    assert data.load("synth-lin", n=np.int64(3), seed=np.int32(1)).x_raw.shape == (3, 3)  # NumPy integers are fine
+
+
 # ----------------------------------------------------------------------------- dSprites factor grid
 
 

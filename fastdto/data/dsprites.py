@@ -52,6 +52,7 @@ later ones memory-map it (~1 s for the train split).
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 import zipfile
@@ -61,6 +62,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from ..metrics._validation import check_int
 from ._dataset import Dataset
 
 __all__ = [
@@ -485,6 +487,12 @@ def load(
         values as in the original ``latents_values`` (color dropped; only ``shape`` is discrete, 3 values),
         and ``meta["grid_index"]`` = the grid index (row of the original file) of each example.
     """
+    split_seed = check_int(split_seed, "split_seed", 0, 2**63 - 2)  # subsets draw with split_seed + 1
+    block_size = check_int(block_size, "block_size", 1)
+    if not (isinstance(test_fraction, numbers.Real) and not isinstance(test_fraction, bool)):
+        raise ValueError(f"test_fraction: must be a number strictly between 0 and 1, got {test_fraction!r}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be a path (str or os.PathLike), got {type(cache_dir).__name__}")
     if root is not None:
         if cache_dir is not None:
             raise ValueError("cache_dir applies to the procedural generator only, not with root=")

@@ -33,6 +33,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..metrics._validation import check_int, check_positive_float
 from ._dataset import Dataset
 
 __all__ = [
@@ -162,10 +163,13 @@ def load(
         raise ValueError(f"unknown synthetic dataset {name!r}")
     if split not in DEFAULT_N:
         raise ValueError(f"{key} split must be 'train' or 'test', got {split!r}")
-    n = DEFAULT_N[split] if n is None else int(n)
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
-    seed = (TRAIN_SEED if split == "train" else TEST_SEED) if seed is None else int(seed)
+    # 2.7 points or seed 1.5 were truncated without a word; the seeds must fit torch's generator
+    n = DEFAULT_N[split] if n is None else check_int(n, "n", 0)
+    seed = (TRAIN_SEED if split == "train" else TEST_SEED) if seed is None else check_int(seed, "seed", 0)
+    if scale_ratio is not None:
+        scale_ratio = check_positive_float(scale_ratio, "scale_ratio")
+    if weight_seed is not None:
+        weight_seed = check_int(weight_seed, "weight_seed", 0)
     f, options = generator(key, scale_ratio, weight_seed)
     v = sample_factors(n, seed)
     x = f(v)
