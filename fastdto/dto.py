@@ -35,7 +35,7 @@ import torch
 
 import _fastdto_engine as _engine
 
-from .jacobian import DEFAULT_MEMORY_BUDGET, _check_dense, _check_latents, iter_jacobian_chunks
+from .jacobian import DEFAULT_MEMORY_BUDGET, _check_dense, _check_latents, _is_integer, iter_jacobian_chunks
 
 __all__ = ["DtOResult", "SignedPermutation", "evaluate", "dto_from_jacobians",
            "nearest_signed_permutation", "DEFAULT_GRAM_RCOND", "MAX_DIM"]
@@ -118,11 +118,6 @@ class DtOResult:
 MAX_THREADS = _engine.MAX_THREADS
 
 
-def _is_integer(x) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
-
-
 def _check_threads(threads) -> int | None:
     if threads is not None and not (_is_integer(threads) and 1 <= threads <= MAX_THREADS):
         raise ValueError(f"threads must be None or an integer in [1, {MAX_THREADS}], got {threads!r}")
@@ -193,10 +188,13 @@ class _Accumulator:
     def __init__(self, solver, gram_rcond, ambiguity_tol, return_v, threads, from_decoder: bool):
         self.solver, self.gram_rcond, self.ambiguity_tol = solver, gram_rcond, ambiguity_tol
         self.return_v, self.threads = return_v, threads
-        # Errors about non-finite Jacobians point at the decoder when there is one.
-        self.hint = "; the decoder's Jacobian is not finite there" if from_decoder else ""
         self.from_decoder = from_decoder
         self.parts: list[dict] = []
+
+    @property
+    def hint(self) -> str:
+        """Errors about non-finite Jacobians point at the decoder when there is one."""
+        return "; the decoder's Jacobian is not finite there" if self.from_decoder else ""
 
     def add(self, J: torch.Tensor, first_index: int) -> None:
         if J.dtype not in (torch.float32, torch.float64):

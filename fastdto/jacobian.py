@@ -17,6 +17,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -30,6 +31,11 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 # tangents, the Jacobian chunk handed to the engine, and slack. The decoder's intermediate
 # activations (each carried with d tangents) are measured and added (see _probe).
 _BYTES_FACTOR = 4
+
+
+def _is_integer(x) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def _check_dense(x: torch.Tensor, name: str) -> None:
@@ -229,7 +235,7 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
     N, d = latents.shape
     columns = list(range(d)) if columns is None else [int(c) for c in columns]
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        if not _is_integer(chunk_size) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         chunk_size = int(chunk_size)
     if isinstance(memory_budget, bool) or not (isinstance(memory_budget, numbers.Real) and 0 < memory_budget < math.inf):

@@ -107,7 +107,7 @@ FASTDTO_HD void householder_r(double* X, int n, int d, double* R) {
     frexp(scale, &e);  // scale in [2^(e-1), 2^e)
     const Pow2Pair f = pow2_pair(-e);
     for (int r = k; r < n; ++r) xk[r] = xk[r] * f.a * f.b;
-    const double norm = scaled_norm(xk + k, 1, n - k, max_abs(xk + k, 1, n - k));  // in [1/2, sqrt(n))
+    const double norm = scaled_norm(xk + k, 1, n - k, scale * f.a * f.b);  // in [1/2, sqrt(n))
     const double alpha = xk[k] >= 0.0 ? -norm : norm;
     // The reflector u = (x - alpha e_k) / norm, stored in place: its entries are at most 2 in
     // magnitude, and u.u = 2 (1 + |x_k| / norm), in [2, 4].

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from ..jacobian import _check_dense  # one rule for every tensor input: not meta, not sparse
+from ..jacobian import _check_dense, _is_integer  # the rules every input of the package follows
 
 #: Integer-valued factors with at most this many distinct values are treated
 #: as discrete when the caller does not say otherwise.
@@ -119,7 +119,7 @@ def power_of_two_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def check_int(value, name: str, minimum: int, maximum: int = 2**63 - 1) -> int:
     """An integer (Python or NumPy, not bool) in [minimum, maximum]; the default maximum keeps it
     in int64, which seeds and NumPy arithmetic need."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not _is_integer(value):
         raise ValueError(f"{name}: must be an integer, got {value!r}")
     value = int(value)
     if value < minimum:
