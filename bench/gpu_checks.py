@@ -12,6 +12,8 @@ Steps (each logs to DIR/<step>.log; a failing step does not stop the later ones)
 * ``tests``: the whole test suite (the GPU cases of tests/test_cuda.py run instead of skipping);
 * ``sanitize``: tests/test_cuda.py under compute-sanitizer memcheck, racecheck, initcheck, synccheck;
 * ``bench``: bench/test_bench_cuda.py (JSON in DIR/bench_cuda.json);
+* ``profile``: the post-Jacobian stage of the bench (N = 100,000, n = 4096, d = 10, float32) under
+  torch.profiler: GPU time per kernel (Gram, eigen route, SVD path), to see where time goes;
 * ``train``: the dSprites training-epoch race of bench/test_bench_train.py (DIR/bench_train.json).
 
 The last lines printed are a table of every measured target against its threshold. Exit status 0
@@ -30,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = ("build", "tests", "sanitize", "bench", "train")
+STEPS = ("build", "tests", "sanitize", "bench", "profile", "train")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,11 +114,36 @@ def targets(out: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def profile_stage(N: int = 100_000, n: int = 4096, d: int = 10, repeats: int = 3) -> None:
+    """Prints GPU time per kernel of dto_from_jacobians on random float32 J (CPU time where no GPU)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import fastdto
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    J = torch.randn(N, n, d, device=device)
+    fastdto.dto_from_jacobians(J)  # warm-up: module loading, scratch allocation
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(repeats):
+            res = fastdto.dto_from_jacobians(J)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    print(f"N x n x d = {N} x {n} x {d}, float32, {device}, {repeats} calls; svd_path {int(res.svd_path.sum())}")
+    print(prof.key_averages().table(sort_by=key, row_limit=15))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-checks"), help="folder for logs and JSON")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    ap.add_argument("--profile-only", action="store_true", help="only print the per-kernel profile and exit")
+    ap.add_argument("--profile-n", type=int, default=100_000, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.profile_only:
+        profile_stage(N=args.profile_n)
+        return 0
     steps = [s for s in args.steps.split(",") if s]
     unknown = set(steps) - set(STEPS)
     if unknown:
@@ -141,7 +168,8 @@ def main(argv=None) -> int:
             status[s] = False
         gpu_steps = []
     if "tests" in gpu_steps:
-        status["tests"] = run_step("tests", pytest + ["-q", "-rs", "tests"], out, env)
+        # Synchronous launches: a kernel fault is reported by the launch check that names the kernel.
+        status["tests"] = run_step("tests", pytest + ["-q", "-rs", "tests"], out, dict(env, CUDA_LAUNCH_BLOCKING="1"))
     if "sanitize" in gpu_steps:
         sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
         ok = True
@@ -149,12 +177,17 @@ def main(argv=None) -> int:
             # Only the CUDA engine's tests: torch's own kernels are not ours to check.
             cmd = [sanitizer, "--tool", tool, "--error-exitcode", "99", "--print-limit", "20"] + pytest + [
                 "-q", "-x", "tests/test_cuda.py"]
-            ok = run_step(f"sanitize-{tool}", cmd, out, env, timeout=1800) and ok
+            # No caching allocator: out-of-bounds accesses inside torch's cached blocks would go unseen.
+            ok = run_step(f"sanitize-{tool}", cmd, out, dict(env, PYTORCH_NO_CUDA_MEMORY_CACHING="1"),
+                          timeout=1800) and ok
         status["sanitize"] = ok
     if "bench" in gpu_steps:
         status["bench"] = run_step("bench", pytest + ["-q", "bench/test_bench_cuda.py",
                                                       f"--benchmark-json={out / 'bench_cuda.json'}",
                                                       "--benchmark-columns=min,median,max,rounds"], out, env)
+    if "profile" in gpu_steps:
+        status["profile"] = run_step("profile", [sys.executable, str(Path(__file__).resolve()), "--profile-only"],
+                                     out, env)
     if "train" in gpu_steps:
         status["train"] = run_step("train", pytest + ["-q", "-s", "bench/test_bench_train.py", "-k", "dsprites",
                                                       f"--benchmark-json={out / 'bench_train.json'}"], out, env)
