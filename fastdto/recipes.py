@@ -31,10 +31,13 @@ by a short reason.  Every value that shapes training must have an entry.
 from __future__ import annotations
 
 import copy
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from .dto import MAX_DIM
 
 __all__ = ["RecipeError", "load_recipe", "recipe_dirs", "recipe_names", "recipe_path",
            "PROVENANCE_KEYS"]
@@ -98,7 +101,22 @@ def _is_int(v) -> bool:
 
 
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (TOML also reads inf and nan)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Keys a recipe may hold, per table: anything else is a typo that would otherwise be ignored silently
+#: (``cholesky-diag`` for ``cholesky_diag`` gave the default).
+_KEYS = {
+    "": {"name", "dataset", "model", "input_dim", "latent_dim", "beta", "loss", "cholesky_diag", "encoder",
+         "decoder", "optimizer", "training", "data", "provenance"},
+    "encoder": {"hidden", "activation"},
+    "decoder": {"hidden", "activation"},
+    "optimizer": {"name", "lr"},
+    "training": {"epochs", "batch_size"},
+}
+#: Widest hidden layer a recipe may ask for (a typo of 10**12 units failed in the allocator).
+MAX_WIDTH = 1 << 20
 
 
 def _get(d: dict, dotted: str):
@@ -124,18 +142,26 @@ def validate_recipe(r: dict, source: str = "recipe") -> dict:
             fail(key, f"{why}, got {v!r}")
         return v
 
+    for table, allowed in _KEYS.items():
+        keys = r if not table else r.get(table)
+        if isinstance(keys, dict):
+            for key in keys:
+                if key not in allowed:
+                    fail(f"{table}.{key}" if table else key,
+                         f"is not a recipe key (expected one of {', '.join(sorted(allowed))})")
     need("name", lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v) is not None,
          "must be a non-empty string of letters, digits, '.', '_' and '-' (it names the run's folder)")
     need("dataset", lambda v: isinstance(v, str) and v, "must be a non-empty string")
     model = need("model", lambda v: v in MODELS, f"must be one of {', '.join(MODELS)}")
     need("input_dim", lambda v: _is_int(v) and v > 0, "must be a positive integer")
-    need("latent_dim", lambda v: _is_int(v) and v > 0, "must be a positive integer")
+    # DtO is computed at the end of training: the engine's limit, checked before training, not after
+    need("latent_dim", lambda v: _is_int(v) and 0 < v <= MAX_DIM, f"must be an integer in [1, {MAX_DIM}]")
     if model == "vae":  # the model fixes beta = 1; another value would be silently ignored
         need("beta", lambda v: _is_num(v) and v == 1, "must be 1 for a vae (use model = 'beta-vae')")
     elif model != "ae":
-        need("beta", lambda v: _is_num(v) and v >= 0, "must be a non-negative number")
-    elif "beta" in r and not (_is_num(r["beta"]) and r["beta"] >= 0):
-        fail("beta", f"must be a non-negative number, got {r['beta']!r}")
+        need("beta", lambda v: _is_num(v) and v >= 0, "must be a finite non-negative number")
+    elif "beta" in r:
+        fail("beta", "does not apply to model = 'ae' (an autoencoder has no KL term)")
     need("loss", lambda v: v in LOSSES, f"must be one of {', '.join(LOSSES)}")
     if "cholesky_diag" in r:
         if model != "beta-vae-sigma":
@@ -143,18 +169,20 @@ def validate_recipe(r: dict, source: str = "recipe") -> dict:
         need("cholesky_diag", lambda v: v in ("exp", "softplus"), "must be 'exp' or 'softplus'")
     for side in ("encoder", "decoder"):
         need(side, lambda v: isinstance(v, dict), "must be a table")
-        need(f"{side}.hidden", lambda v: isinstance(v, list) and all(_is_int(w) and w > 0 for w in v),
-             "must be a list of positive integers")
+        need(f"{side}.hidden", lambda v: isinstance(v, list) and all(_is_int(w) and 0 < w <= MAX_WIDTH for w in v),
+             f"must be a list of integers in [1, {MAX_WIDTH}]")
         need(f"{side}.activation", lambda v: v in ACTIVATIONS,
              f"must be one of {', '.join(ACTIVATIONS)}")
     need("optimizer", lambda v: isinstance(v, dict), "must be a table")
     need("optimizer.name", lambda v: v in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}")
-    need("optimizer.lr", lambda v: _is_num(v) and v > 0, "must be a positive number")
+    need("optimizer.lr", lambda v: _is_num(v) and 0 < v < 3e38, "must be a positive number that float32 holds")
     need("training", lambda v: isinstance(v, dict), "must be a table")
     need("training.epochs", lambda v: _is_int(v) and v > 0, "must be a positive integer")
     need("training.batch_size", lambda v: _is_int(v) and v > 0, "must be a positive integer")
     if "data" in r and not isinstance(r["data"], dict):
         fail("data", "must be a table of options for fastdto.data.load")
+    if "seed" in r.get("data", {}):  # the options reach both splits: one seed made the test split training points
+        fail("data.seed", "would give the train and test splits the same points (each split has its own seed)")
     prov = need("provenance", lambda v: isinstance(v, dict), "must be a table")
     required = list(PROVENANCE_KEYS)
     if model != "ae":

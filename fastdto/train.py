@@ -625,6 +625,9 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
                     or sd.get("log_every", log_every) != log_every):
                 raise UsageError(f"{ckpt_path} was made with a different recipe, batch size or --log-every; "
                                  f"use --force to start over")
+            if sd.get("seed", seed) != seed:  # a copied checkpoint would pass for another seed's run
+                raise UsageError(f"{ckpt_path} belongs to seed {sd.get('seed')}, not seed {seed}; "
+                                 f"use --force to start over")
             if sd["epoch"] > epochs or (sd["epoch"] == epochs and sd["batch_in_epoch"] > 0):
                 raise UsageError(f"{ckpt_path} is at epoch {sd['epoch']}, beyond --epochs {epochs}; "
                                  f"use --force to start over")
@@ -634,6 +637,9 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
                 raise UsageError(f"cannot resume from {ckpt_path}: {str(exc).splitlines()[0]}; use --force") from None
             print(f"{label}: resuming at epoch {tr.epoch} (step {tr.step})", file=stream, flush=True)
         if result_path.exists() and tr.epoch < epochs:
+            if tr.step == 0:  # no checkpoint: training would start a new run beside the old one's result
+                raise UsageError(f"{result_path} has no checkpoint to continue from ({CHECKPOINT} is missing); "
+                                 f"use --force to start over, or another --out")
             # Training goes on past a finished result: keep it, but not as this run's result, which
             # would otherwise describe a model and log that no longer exist once this is interrupted.
             os.replace(result_path, run_dir / f"result_step{tr.step}.json")
@@ -787,6 +793,12 @@ def main(argv: list[str] | None = None) -> int:
             v = getattr(args, opt)
             if v is not None and v <= 0:
                 raise UsageError(f"--{opt.replace('_', '-')} must be positive, got {v}")
+        if args.threads is not None and args.threads > 1024:
+            raise UsageError(f"--threads must be at most 1024, got {args.threads}")
+        if not (args.progress_every >= 0 and math.isfinite(args.progress_every)):
+            raise UsageError(f"--progress-every must be a number of seconds >= 0 (0: none), got {args.progress_every}")
+        if not args.out:
+            raise UsageError("--out must name a folder")
         if args.eval_samples < MIN_EVAL_SAMPLES:
             raise UsageError(f"--eval-samples must be at least {MIN_EVAL_SAMPLES}, got {args.eval_samples}")
         seeds = parse_seeds(args.seeds)

@@ -418,6 +418,22 @@ def test_recipe_errors(tmp_path):
     r = dict(good, provenance=dict(good["provenance"], beta="because"))
     with pytest.raises(ValueError, match="provenance.beta"):
         validate_recipe(r)
+    # Found by fuzzing the CLI: each was accepted (a typo ignored, a value that failed after training, a
+    # float32 overflow in the optimiser, a test split equal to training points).
+    ae = load_recipe("synth-lin-ae")
+    sigma = load_recipe("synth-lin-beta-vae-sigma")
+    for r, word in [(dict(sigma, **{"cholesky-diag": "softplus"}), "'cholesky-diag' is not a recipe key"),
+                    (dict(good, training=dict(good["training"], batchsize=7)), "'training.batchsize' is not"),
+                    (dict(good, optimizer=dict(good["optimizer"], momentum=0.9)), "'optimizer.momentum' is not"),
+                    (dict(ae, beta=4.0), "does not apply to model = 'ae'"),
+                    (dict(good, latent_dim=65), r"latent_dim' must be an integer in \[1, 64\]"),
+                    (dict(good, decoder=dict(good["decoder"], hidden=[10**12])), "decoder.hidden"),
+                    (dict(good, optimizer=dict(good["optimizer"], lr=1e39)), "optimizer.lr"),
+                    (dict(good, optimizer=dict(good["optimizer"], lr=float("inf"))), "optimizer.lr"),
+                    (dict(good, beta=float("inf")), "'beta' must be a finite"),
+                    (dict(good, data={"seed": 1}), "'data.seed' would give the train and test splits")]:
+        with pytest.raises(ValueError, match=word):
+            validate_recipe(r)
     f = tmp_path / "broken.toml"
     f.write_text("name = [\n")
     with pytest.raises(RecipeError, match="TOML"):

@@ -308,6 +308,27 @@ def test_seeds_differ_and_are_separate_runs(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_checkpoints_and_results_of_other_runs_are_refused(tmp_path, capsys):
+    """Found by fuzzing: seed 0's checkpoint copied into seed 1's folder was resumed, and seed 1's result
+    was seed 0's model; a result whose checkpoint was deleted was kept as an 'earlier evaluation'
+    (result_step0.json) of a new run trained from scratch with other settings."""
+    rec = tiny_recipe(tmp_path, n=300)
+    out = tmp_path / "runs"
+    assert run_main(rec, out, "--epochs", "1") == 0
+    seed0, seed1 = out / "tiny" / "seed0", out / "tiny" / "seed1"
+    seed1.mkdir()
+    (seed1 / "checkpoint.pt").write_bytes((seed0 / "checkpoint.pt").read_bytes())
+    capsys.readouterr()
+    assert main(["--recipe", str(rec), "--out", str(out), "--device", "cpu", "--seeds", "1", "--eval-samples",
+                 "300", "--log-every", "10", "--progress-every", "0", "--epochs", "1"]) == 2
+    assert "belongs to seed 0, not seed 1" in capsys.readouterr().err
+    (seed0 / "checkpoint.pt").unlink()
+    assert run_main(rec, out, "--epochs", "2", "--batch-size", "32") == 2
+    assert "has no checkpoint to continue from" in capsys.readouterr().err
+    assert not list(seed0.glob("result_step*.json"))
+    assert run_main(rec, out, "--epochs", "2", "--batch-size", "32", "--force") == 0
+
+
 def test_cli_errors_in_process(tmp_path, capsys):
     def err(*argv):
         code = main(list(argv) + ["--out", str(tmp_path / "runs")])
@@ -331,6 +352,9 @@ def test_cli_errors_in_process(tmp_path, capsys):
     assert "not found" in err("mnist-vae", "--device", "cpu", "--data-root", str(missing))
     assert not (tmp_path / "runs" / "mnist-vae").exists() or not any((tmp_path / "runs" / "mnist-vae").rglob("*.json"))
     assert "no recipe" in err()
+    assert "--threads must be at most 1024" in err("synth-lin-vae", "--threads", str(2**40))
+    assert "--progress-every" in err("synth-lin-vae", "--progress-every", "nan")
+    assert main(["synth-lin-vae", "--out", ""]) == 2 and "--out must name a folder" in capsys.readouterr().err
 
 
 def _env():
