@@ -59,13 +59,18 @@ def paper_tables() -> dict:
     return json.loads(resources.files("fastdto").joinpath("paper_tables.json").read_text())
 
 
+#: The fields of a result.json the report reads, with their types: a file without them is skipped.
+_RESULT_FIELDS = {"recipe": str, "dataset": str, "model": str, "epochs": int}
+
+
 def _load_result(path: Path) -> dict | None:
     try:
         r = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         print(f"skipping unreadable {path}: {err}", file=sys.stderr)
         return None
-    if not isinstance(r, dict) or not {"recipe", "dataset", "model", "epochs"} <= r.keys():
+    if not isinstance(r, dict) or not all(isinstance(r.get(k), t) and not isinstance(r.get(k), bool)
+                                          for k, t in _RESULT_FIELDS.items()):
         print(f"skipping {path}: not a fastdto.train result", file=sys.stderr)
         return None
     r["run_dir"] = str(path.parent)
@@ -106,6 +111,27 @@ def _cells(results) -> dict:
     for r in results:
         cells[(r["dataset"], r["variant"])].append(r)
     return cells
+
+
+def read_baselines(path: Path) -> dict:
+    """The random-decoder entries of ``path`` (written by fastdto.reproduce) that are whole; a damaged
+    file or entry is left out with a message, and fastdto.reproduce computes it again."""
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as err:
+        print(f"ignoring unreadable {path}: {err}", file=sys.stderr)
+        return {}
+    if not isinstance(data, dict):
+        print(f"ignoring {path}: not a table of random-decoder baselines", file=sys.stderr)
+        return {}
+    good = {}
+    for ds, b in data.items():
+        if (isinstance(b, dict) and all(isinstance(b.get(k), (int, float)) for k in ("dto", "std"))
+                and isinstance(b.get("per_decoder"), list) and isinstance(b.get("settings", {}), dict)):
+            good[ds] = b
+        else:
+            print(f"ignoring the damaged entry {ds!r} of {path}", file=sys.stderr)
+    return good
 
 
 def _baseline_stats(b: dict) -> tuple:
@@ -405,8 +431,7 @@ def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) ->
     results, shorter = longest_runs(collect(runs_dir))
     if not results:
         raise FileNotFoundError(f"no run results (*/seed*/result.json) under {runs_dir}")
-    base_path = runs_dir / "random_decoder.json"
-    baselines = json.loads(base_path.read_text()) if base_path.exists() else {}
+    baselines = read_baselines(runs_dir / "random_decoder.json")
     paper = paper_tables()
     out_dir.mkdir(parents=True, exist_ok=True)
     md = ["# fastdto reproduction report", "",
@@ -458,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         path = write_report(runs, Path(args.out) if args.out else runs, args.data_root)
     except FileNotFoundError as err:
         print(f"fastdto.report: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --out a file, or a folder that cannot be written
+        print(f"fastdto.report: cannot write the report: {err}", file=sys.stderr)
         return 2
     print(path.read_text().split("## Figure 4")[0])
     print(f"report written to {path}")

@@ -8,7 +8,6 @@ the random-decoder baselines, then writes the report (:mod:`fastdto.report`). Ce
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -40,12 +39,10 @@ def expand_tasks(spec: str) -> list[str]:
 def random_baselines(datasets: list[str], out: Path, n_decoders: int) -> dict:
     """Random-decoder DtO per dataset (the AE recipe's decoder architecture), cached in OUT."""
     from .metrics import random_decoder_baseline
+    from .report import read_baselines
 
     path = out / BASELINE_FILE
-    try:
-        cache = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:  # a damaged cache is recomputed
-        cache = {}
+    cache = read_baselines(path)  # damaged entries are left out, so computed again below
     for ds in datasets:
         settings = (cache.get(ds) or {}).get("settings", {})
         if (settings.get("recipe"), settings.get("n_decoders"), settings.get("n_samples")) != (
@@ -83,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"unknown variant(s) {unknown}")
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
+        if args.random_decoders < 1:  # checked here, not after the training
+            raise ValueError("--random-decoders must be >= 1")
+        if args.epochs is not None and args.epochs < 1:
+            raise ValueError("--epochs must be >= 1")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} exists and is not a folder")
     except ValueError as err:
         print(f"fastdto.reproduce: {err}", file=sys.stderr)
         return 2
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             argv_train += ["--epochs", str(args.epochs)]
         if args.device:
             argv_train += ["--device", args.device]
-        if args.data_root:
+        if args.data_root and ds in ("mnist", "fashion-mnist"):  # dSprites is generated, synth computed
             argv_train += ["--data-root", args.data_root]
         code = train.main(argv_train)
         if code >= 128:  # interrupted by a signal: stop here (the run resumes next time)

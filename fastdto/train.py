@@ -450,7 +450,7 @@ def _load_dataset(recipe: dict, split: str, data_root: str | None = None):
     from . import data as data_mod
 
     options = dict(recipe.get("data", {}))
-    if data_root is not None:
+    if data_root is not None and data_mod.reads_files(recipe["dataset"]):  # one --data-root for a whole grid
         options["root"] = data_root
     return data_mod.load(recipe["dataset"], split=split, **options)
 

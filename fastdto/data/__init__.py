@@ -29,9 +29,14 @@ from . import dsprites, mnist, synth
 from ._dataset import Dataset
 from .mnist import read_idx, write_idx
 
-__all__ = ["Dataset", "load", "names", "read_idx", "write_idx", "dsprites", "mnist", "synth"]
+__all__ = ["Dataset", "load", "names", "reads_files", "read_idx", "write_idx", "dsprites", "mnist", "synth"]
 
 _NAMES = ("dsprites", "mnist", "fashion-mnist", "synth-lin", "synth-nonlin")
+
+
+def reads_files(name: str) -> bool:
+    """Whether ``load(name, root=...)`` applies: the synthetic tasks are computed and take no root."""
+    return str(name).lower().replace("_", "-") not in ("synth-lin", "synth-nonlin")
 
 
 def names() -> list:
