@@ -793,8 +793,9 @@ def main(argv: list[str] | None = None) -> int:
             v = getattr(args, opt)
             if v is not None and v <= 0:
                 raise UsageError(f"--{opt.replace('_', '-')} must be positive, got {v}")
-        if args.threads is not None and args.threads > 1024:
-            raise UsageError(f"--threads must be at most 1024, got {args.threads}")
+        from .dto import MAX_THREADS  # the engine's limit, also the package's for every thread count
+        if args.threads is not None and args.threads > MAX_THREADS:
+            raise UsageError(f"--threads must be at most {MAX_THREADS}, got {args.threads}")
         if not (args.progress_every >= 0 and math.isfinite(args.progress_every)):
             raise UsageError(f"--progress-every must be a number of seconds >= 0 (0: none), got {args.progress_every}")
         if not args.out:
