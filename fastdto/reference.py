@@ -349,7 +349,9 @@ def _solve_milp_one(V, time_limit):
         highspy.HighsVarType.kContinuous
     ] * d2
 
-    h = highspy.Highs()
+    # highspy's Python wrapper (``Highs``) installs a logging callback when it is built, which prints
+    # HiGHS's banner before output_flag can be turned off; the bare solver class it wraps does not.
+    h = getattr(highspy, "_Highs", highspy.Highs)()
     h.setOptionValue("output_flag", False)
     # prove optimality exactly rather than within the default 1e-4 relative gap
     h.setOptionValue("mip_rel_gap", 0.0)

@@ -331,6 +331,17 @@ def test_milp_time_limit():
         ref.signed_permutation_milp(rng.standard_normal((12, 12)), time_limit=1e-9)
 
 
+def test_milp_prints_nothing():
+    # HiGHS writes its banner straight to file descriptor 1, once per process: run in a fresh one
+    import subprocess
+    import sys
+
+    code = "import numpy as np; from fastdto import reference as r; r.signed_permutation_milp(np.eye(3)[::-1])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+
+
 def test_bad_latents_raise():
     torch = pytest.importorskip("torch")
     dec = torch.nn.Linear(3, 4)
