@@ -207,7 +207,7 @@ def load_recipe(name_or_path: str | Path) -> dict:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML files are UTF-8
         raise RecipeError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read: {exc}") from None

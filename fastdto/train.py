@@ -140,6 +140,10 @@ def _fmt_time(s: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def _fmt_optional(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
 def auto_threads(model: torch.nn.Module, batch_size: int, device: torch.device) -> int:
     """1 thread for tiny models on the CPU (fewer than ~1e7 multiply-adds per batch)."""
     if device.type != "cpu":
@@ -697,7 +701,8 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
         atomic_json(result_path, result)
         print(f"{label}: done in {_fmt_time(result['wall_time_s'])}: DtO {result['dto']:.3f} "
               f"(active {result['n_active']}/{recipe['latent_dim']}), disentanglement "
-              f"{result['disentanglement']}, polarized {result['polarized_fraction']}",
+              f"{_fmt_optional(result['disentanglement'], '.3f')}, "
+              f"polarized {_fmt_optional(result['polarized_fraction'], '.1%')}",
               file=stream, flush=True)
         return result
     finally:
@@ -800,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--progress-every must be a number of seconds >= 0 (0: none), got {args.progress_every}")
         if not args.out:
             raise UsageError("--out must name a folder")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UsageError(f"--out {args.out}: exists and is not a folder")
         if args.eval_samples < MIN_EVAL_SAMPLES:
             raise UsageError(f"--eval-samples must be at least {MIN_EVAL_SAMPLES}, got {args.eval_samples}")
         seeds = parse_seeds(args.seeds)

@@ -355,6 +355,12 @@ def test_cli_errors_in_process(tmp_path, capsys):
     assert "--threads must be at most 1024" in err("synth-lin-vae", "--threads", str(2**40))
     assert "--progress-every" in err("synth-lin-vae", "--progress-every", "nan")
     assert main(["synth-lin-vae", "--out", ""]) == 2 and "--out must name a folder" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["synth-lin-vae", "--out", str(a_file)]) == 2 and "not a folder" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    assert "latin1.toml: not valid TOML" in err("--recipe", str(latin1))
 
 
 def _env():
