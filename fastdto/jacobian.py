@@ -216,8 +216,23 @@ def _probe(decoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
     what a chunk must leave room for (0 with a single latent: one chunk anyway)."""
     counts = []
     for batch in (1, 2) if latents.shape[0] >= 2 else (1,):
-        with _CountOutputBytes() as mode:
-            y = decoder(latents[:batch].clone())  # a decoder that writes to its input must not change ours
+        # Errors here name shapes the caller never passed: each gets a note saying where they come from.
+        where = (f"fastdto.jacobians: raised when the decoder was first called, on the first {batch} of the "
+                 f"latents (shape ({batch}, {latents.shape[1]})), to size the chunks")
+        try:
+            with _CountOutputBytes() as mode:
+                y = decoder(latents[:batch].clone())  # a decoder that writes to its input must not change ours
+        except Exception as err:
+            if _module_of(decoder) is None:
+                where += ("; only modules and their bound methods are switched to eval mode: a function that "
+                          "wraps a model in training mode (BatchNorm, Dropout) needs model.eval() first")
+            err.add_note(where)
+            raise
+        try:
+            _check_output(y, batch)
+        except (TypeError, ValueError) as err:
+            err.add_note(where)
+            raise
         counts.append(mode.total)
     return y, max(0, counts[-1] - counts[0])
 
@@ -244,7 +259,6 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
     method = "forward"  # then "double-vjp", then "reverse", each only where the one before cannot work
     with _eval_mode(decoder), torch.no_grad():
         probe, activation_bytes = _probe(decoder, latents)
-        probe = _check_output(probe, min(N, 2))
         n = probe[0].numel()
         if n == 0:
             raise ValueError("the decoder returns an empty output per sample")
@@ -262,6 +276,12 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
                 try:
                     y, jt = _jacobian_forward(f, z, basis)
                 except (NotImplementedError, RuntimeError) as err:
+                    if "random operation" in str(err):
+                        raise ValueError(
+                            "the decoder draws random numbers (Dropout in training mode, or sampling inside the "
+                            "decoder), so its Jacobian changes from call to call and DtO is not defined: call "
+                            "model.eval() first, or pass the module or its bound method (fastdto switches those "
+                            "to eval mode)") from err
                     if not _is_missing_forward_rule(err):
                         raise
                     warnings.warn(

@@ -554,3 +554,27 @@ def test_out_of_memory_in_the_engine_raises_memory_error():
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "MemoryError", proc.stderr[-2000:]
+
+
+def test_random_decoders_and_first_call_errors_are_explained():
+    """Found by using the package as a new user would: a lambda around a model in training mode drew new
+    Dropout masks on every call (a different DtO each time, under a warning that promised exact
+    Jacobians), and errors of the first, sizing call named shapes the caller never passed."""
+    torch.manual_seed(int(np.random.SeedSequence().entropy % 2**31))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(32, 20))
+    z = torch.randn(20, 4)
+    with pytest.raises(ValueError, match=r"draws random numbers.*model\.eval\(\)"):
+        fastdto.evaluate(lambda x: model(x), z)
+    assert model.training
+    a, b = fastdto.evaluate(model, z), fastdto.evaluate(model, z)  # the module itself runs in eval mode
+    assert a.dto == b.dto and model.training
+    with pytest.raises(RuntimeError) as info:  # the decoder's own error, with where it was raised
+        fastdto.evaluate(model, torch.randn(5, 6))
+    assert any("first 1 of the latents (shape (1, 6))" in n for n in info.value.__notes__)
+    with pytest.raises(ValueError, match="batch dimension") as info:
+        fastdto.evaluate(lambda x: x.sum(0, keepdim=True), torch.randn(4, 5))
+    assert any("first 2 of the latents" in n for n in info.value.__notes__)
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+    with pytest.raises(ValueError) as info:  # BatchNorm in training mode cannot take one sample
+        fastdto.evaluate(lambda x: bn(x), z)
+    assert any("model.eval() first" in n for n in info.value.__notes__)
