@@ -29,8 +29,9 @@ One *run* is a recipe (see :mod:`fastdto.recipes`) trained with one seed.  Its f
     device, thread count and torch version.
 
 A run whose ``result.json`` exists for the same number of epochs is skipped (``--force`` starts
-it over); asking for more epochs than a finished run had resumes it from its checkpoint, and another
-``--eval-samples`` evaluates the final checkpoint again. A run made with another recipe, batch size or
+it over); asking for more epochs than a finished run had resumes it from its checkpoint (the
+earlier result is kept as ``result_step<N>.json``), and another ``--eval-samples`` evaluates the
+final checkpoint again (the earlier result is kept as ``result_eval<M>.json``). A run made with another recipe, batch size or
 ``--log-every`` is refused (exit 2) rather than mixed. While a process trains a run it holds a lock on
 the run's folder (``.lock``; a second process is refused), and it first removes temporary files that
 killed processes left there.
@@ -563,6 +564,7 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
     result_path = run_dir / RESULT
     label = f"{name} seed{seed}"
     run_settings = {"batch_size": batch_size, "log_every": log_every, "eval_samples": eval_samples}
+    earlier_eval_samples = None  # set when only --eval-samples differs from a finished run's
     if not force and result_path.exists():
         try:
             prev = json.loads(result_path.read_text())
@@ -582,6 +584,7 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
                       file=stream, flush=True)
                 return None
             # only --eval-samples changed: the final checkpoint is evaluated again below
+            earlier_eval_samples = before.get("eval_samples", prev.get("eval_samples"))
     t_wall = time.perf_counter()
 
     try:
@@ -639,7 +642,16 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
                 tr.load_state_dict(sd)
             except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # e.g. other layer shapes
                 raise UsageError(f"cannot resume from {ckpt_path}: {str(exc).splitlines()[0]}; use --force") from None
-            print(f"{label}: resuming at epoch {tr.epoch} (step {tr.step})", file=stream, flush=True)
+            if tr.epoch < epochs:
+                print(f"{label}: resuming at epoch {tr.epoch} (step {tr.step})", file=stream, flush=True)
+        if earlier_eval_samples is not None and tr.epoch == epochs:
+            # Keep the earlier evaluation beside the new one rather than overwrite it.
+            kept = run_dir / f"result_eval{earlier_eval_samples}.json"
+            os.replace(result_path, kept)
+            print(f"{label}: trained already; evaluating the final checkpoint again on {eval_samples} samples "
+                  f"(the evaluation on {earlier_eval_samples} is kept as {kept.name})", file=stream, flush=True)
+        elif tr.epoch == epochs and tr.step > 0:
+            print(f"{label}: trained already (epoch {epochs}); evaluating the final checkpoint", file=stream, flush=True)
         if result_path.exists() and tr.epoch < epochs:
             if tr.step == 0:  # no checkpoint: training would start a new run beside the old one's result
                 raise UsageError(f"{result_path} has no checkpoint to continue from ({CHECKPOINT} is missing); "
@@ -662,9 +674,10 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
 
         tr.on_log = on_log
         try:
-            print(f"{label}: training {recipe['model']} on {recipe['dataset']} for {epochs} epochs "
-                  f"({tr.batches_per_epoch} batches of {batch_size}) on {device}, "
-                  f"{n_threads} thread(s)", file=stream, flush=True)
+            if tr.epoch < epochs:
+                print(f"{label}: training {recipe['model']} on {recipe['dataset']} for {epochs} epochs "
+                      f"({tr.batches_per_epoch} batches of {batch_size}) on {device}, "
+                      f"{n_threads} thread(s)", file=stream, flush=True)
             if tr.step == 0 and not tr.history:
                 tr.log()
             progress = _Progress(label, epochs, progress_interval, tr.step, stream) if progress_interval > 0 else None

@@ -226,9 +226,12 @@ def test_finished_runs_are_not_reused_for_other_settings(tmp_path, capsys):
     assert run_main(rec, out, "--epochs", "1") == 0  # the same settings: skipped
     assert "skipped" in capsys.readouterr().out
     result = out / "tiny" / "seed0" / "result.json"
+    first = json.loads(result.read_text())
     assert run_main(rec, out, "--epochs", "1", "--eval-samples", "200") == 0  # evaluated again, not retrained
-    assert "skipped" not in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "skipped" not in said and "training" not in said and "evaluating the final checkpoint again" in said
     assert json.loads(result.read_text())["eval_samples"] == 200
+    assert json.loads((result.parent / "result_eval300.json").read_text()) == first  # kept, not overwritten
     for junk in ("null", "[1, 2]", "3"):  # JSON, but not a result: evaluated again from the checkpoint
         result.write_text(junk)
         assert run_main(rec, out, "--epochs", "1") == 0
