@@ -154,6 +154,8 @@ def _fmt(st, pct=False):
     if st is None:
         return "–"
     m, s, n = st
+    if n == 1:  # a spread of one run means nothing
+        return f"{100 * m:.1f}% (n=1)" if pct else f"{m:.2f} (n=1)"
     return f"{100 * m:.1f}% ± {100 * s:.1f} (n={n})" if pct else f"{m:.2f} ± {s:.2f} (n={n})"
 
 
@@ -189,8 +191,14 @@ def table2(results, baselines, paper) -> list[str]:
                 row.append(_fmt(ours) + (" †" if _outside(ours, pval) else "")
                            + (f"<br>paper {pval[0]:.2f} ± {pval[1]:.2f}" if pval else ""))
             else:
-                row.append("")
+                row.append("–" if key == "dto" else "")
             lines.append("| " + " | ".join(row) + " |")
+    if any(v == "ae" for _, v in cells):
+        lines += ["", "DtO active of an AE: the rule (std of mu_j > 0.5) depends on the scale of an unregularised "
+                  "code and is not meaningful for autoencoders; compare AEs on the all-latent DtO."]
+    if any(ds not in baselines for ds in datasets):
+        lines += ["", "Random decoders: – where none were computed (`python -m fastdto.reproduce` computes them, "
+                  "`--random-decoders` per dataset, into the runs folder's `random_decoder.json`)."]
     return lines
 
 
@@ -214,8 +222,10 @@ LIKELY_CAUSES = [
      "they were evaluated; ours use PyTorch's default initialisation and z ~ N(0, I), and DtO of an untrained "
      "network depends on both (its singular directions are fixed by the weights' distribution)."),
     (lambda ds, v: v != "random",
-     "Unknowns of the training setup: batch size, initialisation, number of restarts, and which points DtO is "
-     "evaluated at."),
+     "Unknowns of the training setup: the batch size (the recipes assume 256; a smaller one gives more "
+     "optimiser steps in the same epochs, and a run still moving at the recipe's length stops short of "
+     "where it would end: train longer with --epochs to see whether a cell is still moving), the "
+     "initialisation, the number of restarts, and which points DtO is evaluated at."),
     (lambda ds, v: v == "ae",
      "AE: the 'active' rule (std of mu_j > 0.5) depends on the scale of an unregularised code and is not "
      "meaningful for autoencoders; compare AE on the all-latent DtO."),
@@ -320,6 +330,7 @@ def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
            and not r["variant"].endswith("-d10")]
     if not pts:
         return None, []
+    n_d10 = len({r["run_dir"] for r in results if r["variant"].endswith("-d10")})
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     epochs = np.array([r["epochs"] for r in pts], dtype=float)
     by_epochs = epochs.min() < epochs.max()  # colour by training length only when it varies
@@ -354,8 +365,13 @@ def figure4(results, out_dir: Path) -> tuple[str | None, list[str]]:
         if len(rs) >= 3 and np.std([r["dto"] for r in rs]) > 0 and np.std([r["disentanglement"] for r in rs]) > 0:
             c = np.corrcoef([r["dto"] for r in rs], [r["disentanglement"] for r in rs])[0, 1]
             n_runs = len({r["run_dir"] for r in rs})
-            what = f"{len(rs)} runs" if n_runs == len(rs) else f"{len(rs)} evaluations of {n_runs} runs"
-            corr.append(f"- {ds} {v}: Pearson r = {c:+.2f} over {what}")
+            what = (_count(len(rs), "run") if n_runs == len(rs)
+                    else f"{_count(len(rs), 'evaluation')} of {_count(n_runs, 'run')}")
+            corr.append(f"- {f'{ds} {v}'.strip()}: Pearson r = {c:+.2f} over {what}")
+    if n_d10:
+        corr.append("")
+        corr.append(f"Left out: the {_count(n_d10, 'run')} with 10 latents (Table 1), whose all-latent DtO is "
+                    "dominated by their passive axes.")
     if len({r["run_dir"] for r in pts}) < len(pts):
         corr.append("")
         corr.append("Evaluations of one run at several training lengths are not independent samples, unlike "
@@ -369,6 +385,7 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000, data_ro
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
+    from matplotlib.ticker import MaxNLocator
     from .dto import evaluate
     from .train import _load_dataset, _posterior_means, load_run
 
@@ -398,6 +415,7 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000, data_ro
             sv = evaluate(model.decoder, mu).singular_values.mean(0).numpy()
             ax.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv, 1e-12), "o-", label=f"{v} (seed {r['seed']})")
         ax.set_title(ds)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("singular value index")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("mean singular value of J")
@@ -427,15 +445,23 @@ def spectra_and_traversals(results, out_dir: Path, n_points: int = 1000, data_ro
     return lines
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) -> Path:
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: no such folder (give the --out folder of python -m fastdto.train)")
     results, shorter = longest_runs(collect(runs_dir))
     if not results:
-        raise FileNotFoundError(f"no run results (*/seed*/result.json) under {runs_dir}")
+        hint = (" (this looks like one recipe's folder: give its parent)"
+                if any(runs_dir.glob("seed*/result.json")) else "")
+        raise FileNotFoundError(f"no run results (*/seed*/result.json) under {runs_dir}{hint}")
     baselines = read_baselines(runs_dir / "random_decoder.json")
     paper = paper_tables()
     out_dir.mkdir(parents=True, exist_ok=True)
     md = ["# fastdto reproduction report", "",
-          f"{len(results)} runs from `{runs_dir}`. Ours: mean ± std over seeds (population std); paper: Rolinek, "
+          f"{_count(len(results), 'run')} from `{runs_dir}`. Ours: mean ± std over seeds (population std); paper: Rolinek, "
           "Zietlow and Martius, CVPR 2019, Tables 1 and 2. † marks our mean outside the paper's mean ± std "
           f"(± {ROUNDING} rounding allowance). Nothing is tuned to match.", "",
           "## Table 2: DtO and disentanglement", ""]
@@ -461,7 +487,8 @@ def write_report(runs_dir: Path, out_dir: Path, data_root: str | None = None) ->
     except Exception as err:  # figures from checkpoints are extras; the tables stand without them
         extra = [f"(spectra and traversals skipped: {err})"]
     if extra:
-        md += ["", "## Spectra and traversals", ""] + extra
+        title = "Spectra and traversals" if any("traversals" in e for e in extra[1:]) else "Singular-value spectra"
+        md += ["", f"## {title}", ""] + extra
     settings = sorted({(str(b.get("settings", {}).get("n_samples", "?")), str(b.get("settings", {}).get("n_decoders", "?")))
                        for b in baselines.values()})
     random_settings = "; ".join(f"{n} points, {k} decoders" for n, k in settings) or "none computed"

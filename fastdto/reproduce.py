@@ -54,12 +54,26 @@ def random_baselines(datasets: list[str], out: Path, n_decoders: int) -> dict:
     return cache
 
 
+def _seeds_argument(text: str) -> str:
+    """--seeds N means seeds 0..N-1; anything else is train's own form. Returns train's form."""
+    from .train import UsageError, parse_seeds
+    if text.strip().isdigit():
+        if int(text) < 1:
+            raise ValueError("--seeds must be >= 1")
+        text = f"0-{int(text) - 1}"
+    try:
+        return ",".join(map(str, parse_seeds(text)))
+    except UsageError as err:
+        raise ValueError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fastdto.reproduce", description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="synth", help="synth | fashion_mnist | dsprites | mnist | synth-lin | "
+    p.add_argument("--tasks", default="synth", help="synth | fashion-mnist | dsprites | mnist | synth-lin | "
                    "synth-nonlin | all, comma-separated (default: synth)")
     p.add_argument("--variants", default=None, help="restrict to these variants, e.g. beta-vae,ae")
-    p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per cell (default 10)")
+    p.add_argument("--seeds", default="10", help="N: seeds 0..N-1 per cell (default 10); or the seeds themselves "
+                   "as python -m fastdto.train takes them, e.g. 3-5 or 0,2")
     p.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default="runs", help="runs directory (default: runs/)")
@@ -77,15 +91,20 @@ def main(argv: list[str] | None = None) -> int:
         if variants is not None:
             unknown = sorted(set(variants) - {v for vs in TASKS.values() for v in vs})
             if unknown:
-                raise ValueError(f"unknown variant(s) {unknown}")
-        if args.seeds < 1:
-            raise ValueError("--seeds must be >= 1")
+                known = sorted({v for vs in TASKS.values() for v in vs})
+                raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
+        seeds = _seeds_argument(args.seeds)
         if args.random_decoders < 1:  # checked here, not after the training
             raise ValueError("--random-decoders must be >= 1")
         if args.epochs is not None and args.epochs < 1:
             raise ValueError("--epochs must be >= 1")
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise ValueError(f"--out {args.out} exists and is not a folder")
+        from .train import UsageError, _resolve_device
+        try:
+            _resolve_device(args.device)  # before the random decoders and the first cell, not inside each
+        except UsageError as err:
+            raise ValueError(str(err)) from None
     except ValueError as err:
         print(f"fastdto.reproduce: {err}", file=sys.stderr)
         return 2
@@ -102,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     failed = []  # (cell, exit status): the other cells still run, and the report shows what finished
     for ds, variant in cells:
-        argv_train = [f"{ds}-{variant}", "--seeds", f"0-{args.seeds - 1}", "--out", str(out)]
+        argv_train = [f"{ds}-{variant}", "--seeds", seeds, "--out", str(out)]
         if args.epochs is not None:
             argv_train += ["--epochs", str(args.epochs)]
         if args.device:

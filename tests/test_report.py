@@ -46,7 +46,7 @@ def test_report_keeps_cells_to_one_length_and_lists_random_decoders(tmp_path):
     assert report.main([str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| synth-lin | DtO ↓"))
-    assert "0.01 ± 0.00 (n=1)" in row  # the NaN run counts in no mean, the 20-epoch run in no cell
+    assert "0.01 (n=1)" in row  # the NaN run counts in no mean, the 20-epoch run in no cell
     assert "synth-lin-beta-vae seed 1 (20 epochs)" in md
     assert "- synth-lin random decoders: DtO 1.90 ± 0.10 (n=2) against the paper's" in md
     assert "300 points, 2 decoders" in md
@@ -95,6 +95,16 @@ def test_reproduce_goes_on_after_a_failing_cell(tmp_path, capsys, monkeypatch):
 def test_report_without_runs_exits_2(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no run results" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    write_run(tmp_path, "synth-lin-ae", "synth-lin", 0, 0.9, 0.3, polarized=None)
+    assert report.main([str(tmp_path / "synth-lin-ae")]) == 2  # one level too deep
+    assert "give its parent" in capsys.readouterr().err
+    assert report.main([str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("1 run from") == 1 and "0.90 (n=1)" in md  # one run: no spread shown
+    assert "not meaningful for autoencoders" in md.split("## Table 1")[0]  # the AE's active row, explained
+    assert "Random decoders: – where none were computed" in md
 
 
 def test_damaged_files_and_bad_options_are_messages_not_tracebacks(tmp_path, capsys):
@@ -122,6 +132,14 @@ def test_reproduce_rejects_unknown_tasks_and_variants(capsys):
     assert reproduce.main(["--tasks", "cifar"]) == 2
     assert "unknown task" in capsys.readouterr().err
     assert reproduce.main(["--variants", "gan"]) == 2
+    assert "known: ae, beta-vae" in capsys.readouterr().err
+    assert reproduce._seeds_argument("3") == "0,1,2" and reproduce._seeds_argument("3-5,9") == "3,4,5,9"
+    for bad in ("0", "5-3", "x"):
+        with pytest.raises(ValueError, match="--seeds"):
+            reproduce._seeds_argument(bad)
+    import torch
+    if not torch.cuda.is_available():  # refused before anything runs
+        assert reproduce.main(["--device", "cuda"]) == 2 and "CUDA is not available" in capsys.readouterr().err
     assert reproduce.expand_tasks("synth,dsprites") == ["synth-lin", "synth-nonlin", "dsprites"]
     assert reproduce.expand_tasks("fashion_mnist") == ["fashion-mnist"]
 
