@@ -89,11 +89,29 @@ class SignedPermutation:
         return f"SignedPermutation(shape={tuple(self.permutation.shape)}, distance={self.distance})"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)  # eq: tensors have no single truth value; compare fields
 class DtOResult:
     """Result of :func:`evaluate` / :func:`dto_from_jacobians`. Tensors live on the input's device.
 
-    Rows and columns refer to the latent axes in ``active`` (all of them unless restricted).
+    Rows and columns refer to the latent axes in ``active`` (all of them unless restricted); ``k`` is
+    their number and ``N`` the number of samples (latent points, or Jacobians).
+
+    Attributes:
+        dto, std: mean and population standard deviation (ddof 0) of ``per_sample``.
+        per_sample: ``(N,)`` float64, ``||V_i - P(V_i)||_F`` with ``P(V_i)`` the nearest signed permutation.
+        singular_values: ``(N, k)`` float64, descending.
+        permutation, signs: ``(N, k)`` int64 and int8: active latent ``r`` is matched to singular direction
+            ``permutation[:, r]`` with sign ``signs[:, r]``.
+        active: ``(k,)`` int64, the latent indices used.
+        ambiguous: ``(N,)`` bool, ``V_i`` is not unique (two singular values within ``ambiguity_tol *
+            sigma_max``, e.g. several passive latents): its distance depends on an arbitrary basis.
+        svd_path: ``(N,)`` bool, the sample was recomputed on ``J`` (Gram too ill-conditioned).
+        certified: ``(N,)`` bool, each row's largest entry of ``|V_i|`` sat in its own column, which proves
+            the row maxima optimal without an assignment solve. Always False under ``solver="milp"``
+            (the certificate is the engine's, not HiGHS's proof) and says nothing about correctness
+            elsewhere: uncertified samples are solved exactly (``"exact"``) or approximately (``"greedy"``).
+        solver: the ``solver`` option used.
+        V: ``(N, k, k)`` float64 right singular vectors (columns), when ``return_v=True``; else None.
     """
 
     dto: float                      # mean of per_sample
@@ -111,7 +129,8 @@ class DtOResult:
 
     def __repr__(self) -> str:
         N, k = self.singular_values.shape
-        return (f"DtOResult(dto={self.dto:.4f} ± {self.std:.4f}, N={N}, latents={k}, "
+        shown = self.active.tolist() if k <= 12 else f"{k} of them"
+        return (f"DtOResult(dto={self.dto:.4f} ± {self.std:.4f}, N={N}, latents={shown}, "
                 f"ambiguous={int(self.ambiguous.sum())}, svd_path={int(self.svd_path.sum())}, solver='{self.solver}')")
 
 

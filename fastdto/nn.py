@@ -51,6 +51,7 @@ Every model exposes
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -422,12 +423,18 @@ class BetaVAESigma(_AutoencoderBase):
 _CLASSES = {"beta-vae": BetaVAE, "vae": VAE, "ae": AE, "beta-vae-sigma": BetaVAESigma}
 
 
-def build_model(recipe: Mapping[str, Any], input_dim: int | None = None) -> _AutoencoderBase:
-    """Model described by a recipe dict (see :func:`fastdto.recipes.load_recipe`).
+def build_model(recipe: Mapping[str, Any] | str | os.PathLike, input_dim: int | None = None) -> _AutoencoderBase:
+    """Model described by a recipe: a name such as ``"dsprites-beta-vae"``, a recipe file's path, or
+    a dict from :func:`fastdto.recipes.load_recipe`.
 
     ``input_dim`` overrides the recipe's ``input_dim`` (e.g. with the dataset's own value).
     Parameters are initialised from torch's global RNG (seed it first for reproducible runs).
     """
+    if isinstance(recipe, (str, os.PathLike)):
+        from .recipes import load_recipe
+        recipe = load_recipe(recipe)
+    if not isinstance(recipe, Mapping):
+        raise TypeError(f"recipe must be a recipe name, a path or a dict from load_recipe, got {type(recipe).__name__}")
     kind = recipe["model"]
     if kind not in _CLASSES:
         raise ValueError(f"unknown model {kind!r} (expected one of {', '.join(MODEL_KINDS)})")

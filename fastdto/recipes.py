@@ -31,6 +31,7 @@ by a short reason.  Every value that shapes training must have an entry.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import re
 import tomllib
@@ -91,8 +92,10 @@ def recipe_path(name_or_path: str | Path) -> Path:
         return p
     idx = _index()
     if s not in idx:
+        close = difflib.get_close_matches(s, idx, n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(close)}? A" if close else "; a"
         names = ", ".join(sorted(idx)) or "(none: no recipe folder found)"
-        raise RecipeError(f"unknown recipe {s!r}; available recipes: {names}")
+        raise RecipeError(f"unknown recipe {s!r}{hint}vailable recipes: {names}")
     return idx[s]
 
 

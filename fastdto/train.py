@@ -591,7 +591,8 @@ def run_one(recipe: dict, seed: int, out: Path, *, epochs: int, device: torch.de
         train_set = _load_dataset(recipe, "train", data_root)
         test_set = _load_dataset(recipe, "test", data_root)
     except FileNotFoundError as exc:
-        raise UsageError(f"data for {recipe['dataset']!r} not found: {exc}") from None
+        raise UsageError(f"data for {recipe['dataset']!r} not found: {exc} On the command line, root=DIR "
+                         f"is --data-root DIR.") from None
     except (ValueError, TypeError) as exc:  # unknown dataset name or option
         raise UsageError(f"cannot load dataset {recipe['dataset']!r}: {exc}") from None
     if len(train_set) == 0:
@@ -767,10 +768,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out points for the final evaluation (default 10000)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: 1 for tiny models, torch's default otherwise)")
-    p.add_argument("--log-every", type=int, default=LOG_EVERY, help="batches between checks (500)")
+    p.add_argument("--log-every", type=int, default=LOG_EVERY, help=f"batches between logged checks of the losses, KL terms and Delta_KL (default {LOG_EVERY})")
     p.add_argument("--progress-every", type=float, default=PROGRESS_SECONDS,
-                   help="seconds between progress lines (0: none)")
-    p.add_argument("--data-root", default=None, help="root= for fastdto.data.load (image datasets)")
+                   help=f"seconds between progress lines (default {PROGRESS_SECONDS:g}; 0: none)")
+    p.add_argument("--data-root", default=None, help="folder of the MNIST or Fashion-MNIST IDX files (root= of fastdto.data.load)")
     p.add_argument("--interrupt-at", type=int, default=None, help=argparse.SUPPRESS)  # tests
     return p
 

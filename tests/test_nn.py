@@ -452,3 +452,16 @@ def test_recipe_from_path_and_dirs(tmp_path):
     assert dirs and dirs[-1] in ("models", "recipes_data")
     if len(dirs) == 2:
         assert dirs == ["recipes_data", "models"]  # the installed copy is looked at first
+
+
+def test_build_model_takes_a_recipe_name_or_path(tmp_path):
+    from fastdto.recipes import load_recipe, recipe_path
+    by_name = build_model("synth-lin-beta-vae")
+    by_path = build_model(recipe_path("synth-lin-beta-vae"))
+    by_dict = build_model(load_recipe("synth-lin-beta-vae"))
+    assert type(by_name) is type(by_path) is type(by_dict)
+    assert [p.shape for p in by_name.parameters()] == [p.shape for p in by_dict.parameters()]
+    with pytest.raises(ValueError, match="did you mean synth-lin-beta-vae"):
+        build_model("synth-lin-betavae")
+    with pytest.raises(TypeError, match="recipe name, a path or a dict"):
+        build_model(3)

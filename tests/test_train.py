@@ -341,6 +341,7 @@ def test_cli_errors_in_process(tmp_path, capsys):
         return msg
 
     assert "available recipes" in err("no-such-recipe")
+    assert "did you mean synth-lin-beta-vae or" in err("synth-lin-betavae")
     assert "--seeds" in err("synth-lin-vae", "--seeds", "1-x")
     bad = tmp_path / "bad.toml"
     bad.write_text(tiny_recipe(tmp_path).read_text().replace("latent_dim = 2", "latent_dim = 'two'"))
