@@ -312,7 +312,8 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
         decoder: callable mapping ``(B, d)`` latents to ``(B, ...)`` outputs (an ``nn.Module`` or a
             function); modules, and the modules behind bound methods such as ``vae.decode``, are
             evaluated in eval mode and their mode is restored afterwards. Samples must not interact
-            (each output row depends on its own latent only).
+            (each output row depends on its own latent only): a decoder whose output for the first
+            latent changes when a second is passed with it (batch statistics, random draws) is refused.
         latents: ``(N, d)`` float tensor (typically posterior means), on the decoder's device and dtype.
         active: which latent axes enter the Jacobian. ``None``: all. ``"auto"``: the paper's rule, axes
             whose standard deviation over ``latents`` exceeds 0.5. Or a boolean mask of length ``d``, or

@@ -214,7 +214,7 @@ def _probe(decoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
     the difference between that call and one on a single latent, so that batch-independent work
     (weight transposes, constants) cancels. An upper bound on the activations alive at once, which is
     what a chunk must leave room for (0 with a single latent: one chunk anyway)."""
-    counts = []
+    counts, outputs = [], []
     for batch in (1, 2) if latents.shape[0] >= 2 else (1,):
         # Errors here name shapes the caller never passed: each gets a note saying where they come from.
         where = (f"fastdto.jacobians: raised when the decoder was first called, on the first {batch} of the "
@@ -234,7 +234,21 @@ def _probe(decoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
             err.add_note(where)
             raise
         counts.append(mode.total)
+        outputs.append(y)
+    if len(outputs) == 2 and not _same_output(outputs[0][0], outputs[1][0]):
+        raise ValueError(
+            "the decoder's output for the first latent changed when a second latent was passed with it: its samples "
+            "interact (batch statistics such as BatchNorm in training mode, z.mean(0), a softmax over the batch) "
+            "or it draws random numbers (Dropout in training mode). Jacobians of such a decoder mix the samples' "
+            "derivatives, so DtO would be wrong: call model.eval() first, or pass the module or its bound method "
+            "(fastdto switches those to eval mode), and keep each output row a function of its own latent")
     return y, max(0, counts[-1] - counts[0])
+
+
+def _same_output(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to the rounding that a different batch size may bring (other kernels, other sums)."""
+    scale = float(a.abs().max()) if a.numel() else 0.0
+    return bool(torch.allclose(a, b, rtol=1e-3, atol=1e-3 * scale + 1e-30))
 
 
 def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] | None = None, *,

@@ -574,6 +574,10 @@ def test_random_decoders_and_first_call_errors_are_explained():
     with pytest.raises(ValueError, match="batch dimension") as info:
         fastdto.evaluate(lambda x: x.sum(0, keepdim=True), torch.randn(4, 5))
     assert any("first 2 of the latents" in n for n in info.value.__notes__)
+    W = torch.randn(4, 12)
+    for mixing in (lambda x: torch.tanh(x - x.mean(0)) @ W, lambda x: torch.softmax(x @ W, dim=0)):
+        with pytest.raises(ValueError, match="samples interact"):  # both gave a number: 0, and a wrong one
+            fastdto.evaluate(mixing, z)
     bn = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
     with pytest.raises(ValueError) as info:  # BatchNorm in training mode cannot take one sample
         fastdto.evaluate(lambda x: bn(x), z)
