@@ -246,9 +246,11 @@ def _probe(decoder, latents: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def _same_output(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal up to the rounding that a different batch size may bring (other kernels, other sums)."""
+    """Equal up to what a different batch size may bring: other kernels and sums, and TF32 matrix
+    products on GPUs (set_float32_matmul_precision("high"), about 1e-3 relative). Samples that interact
+    through batch statistics or random draws move outputs by far more than 1% of their scale."""
     scale = float(a.abs().max()) if a.numel() else 0.0
-    return bool(torch.allclose(a, b, rtol=1e-3, atol=1e-3 * scale + 1e-30))
+    return bool(torch.allclose(a, b, rtol=1e-2, atol=1e-2 * scale + 1e-30))
 
 
 def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] | None = None, *,
