@@ -582,3 +582,32 @@ def test_random_decoders_and_first_call_errors_are_explained():
     with pytest.raises(ValueError) as info:  # BatchNorm in training mode cannot take one sample
         fastdto.evaluate(lambda x: bn(x), z)
     assert any("model.eval() first" in n for n in info.value.__notes__)
+
+
+def test_values_that_mutation_testing_found_unpinned(mlp_decoder):
+    """Each of these changes went unnoticed by the suite (a mutation-testing pass): the auto rule's
+    threshold, the sample numbering of errors in later chunks, a NaN output in a later chunk whose
+    Jacobian is finite, and the column order of the reverse-mode fallback under an unsorted `active`."""
+    z = torch.randn(400, 4)
+    z = (z - z.mean(0)) / z.std(0) * torch.tensor([1.0, 0.1, 0.45, 0.55])  # just under and over 0.5
+    assert fastdto.evaluate(mlp_decoder, z, active="auto").active.tolist() == [0, 3]
+
+    W = torch.randn(3, 6, dtype=torch.float64)
+    z = torch.rand(8, 3, dtype=torch.float64) + 0.5
+    z[5, 1] = 0.0  # sqrt'(0) = inf: only sample 5's Jacobian is not finite
+    with pytest.raises(ValueError, match=r"J\[5\]"):
+        fastdto.evaluate(lambda x: torch.sqrt(x.abs()) @ W, z, chunk_size=2)
+    z = torch.rand(8, 3, dtype=torch.float64)
+    z[5, 0] = 2.0  # a NaN output in sample 5 only, with a finite Jacobian everywhere
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fastdto.evaluate(lambda x: x @ W + 0 * torch.sqrt(1.5 - x.detach()[:, :1]), z, chunk_size=2)
+
+    centers, W = torch.randn(16, 4), torch.randn(16, 20)
+    f = lambda x: torch.exp(-torch.cdist(x, centers) ** 2) @ W  # noqa: E731  (reverse mode only)
+    z = torch.randn(6, 4)
+    with pytest.warns(RuntimeWarning, match="reverse mode"):
+        res = fastdto.evaluate(f, z, active=[2, 0])
+    expected = fastdto.dto_from_jacobians(torch.from_numpy(reference.jacobians_loop(f, z))[:, :, [2, 0]])
+    assert res.active.tolist() == [2, 0]
+    torch.testing.assert_close(res.per_sample, expected.per_sample)
+    assert torch.equal(res.permutation, expected.permutation) and torch.equal(res.signs, expected.signs)

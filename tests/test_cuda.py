@@ -375,6 +375,9 @@ def test_non_finite_samples_are_flagged_and_nothing_else_breaks(rng):
             fastdto.dto_from_jacobians(J.cpu(), chunk_size=4)
         assert str(gpu_err.value) == str(cpu_err.value)
         assert "J[2]" in str(gpu_err.value)
+        # the first bad sample in a later chunk (J[6] is sample 3 of J[3:], in its second chunk of 2)
+        with pytest.raises(ValueError, match=r"J\[3\]"):
+            fastdto.dto_from_jacobians(J[3:].clone(), chunk_size=2)
 
 
 @requires_gpu
