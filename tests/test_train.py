@@ -403,3 +403,76 @@ def test_sigterm_subprocess_checkpoints_and_resumes(tmp_path):
     assert run_main(rec, out, "--epochs", str(target)) == 0
     result = json.loads((out / "tiny" / "seed0" / "result.json").read_text())
     assert result["steps"] == 2 * target and result["epochs"] == target
+
+
+def _fresh_seed() -> int:
+    import numpy as np
+    return int(np.random.SeedSequence().entropy % 2**31)
+
+
+def test_evaluate_run_reports_the_numbers_of_the_documented_points():
+    """A mutation-testing pass found evaluate_run checked for ranges only: factors misaligned with the
+    evaluated points, the first n test points instead of the seeded subset, or DtO on the active
+    latents in the all-latent field all went unnoticed."""
+    from fastdto import evaluate, metrics
+    torch.manual_seed(_fresh_seed())
+    r = {"model": "beta-vae", "input_dim": 3, "latent_dim": 3, "beta": 1e-3, "loss": "square",
+         "encoder": {"hidden": [], "activation": "none"}, "decoder": {"hidden": [8], "activation": "tanh"}}
+    m = build_model(r)
+    lin = [x for x in m.encoder_net.modules() if isinstance(x, torch.nn.Linear)][-1]
+    with torch.no_grad():  # means: latents 0 and 1 active (std > 0.5), latent 2 passive
+        lin.weight[:3] = torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 0.01]])
+        lin.bias[:3] = 0
+    test = MiniDataset(n=200, seed=1)
+    history = [{"step": 0, "delta_KL": 0.5}, {"step": 10, "delta_KL": 0.01}, {"step": 20, "delta_KL": 0.02}]
+    res = evaluate_run(m, test, history, eval_samples=150)
+    g = torch.Generator().manual_seed(train.EVAL_SUBSET_SEED)
+    index = torch.randperm(200, generator=g)[:150].sort().values
+    mu = m.encode(test.batch(index))[0].detach()
+    assert res["dto"] == evaluate(m.decoder, mu).dto
+    assert res["n_active"] == 2 and res["active"] == [True, True, False]
+    assert res["dto_active"] == evaluate(m.decoder, mu, active=[0, 1]).dto != res["dto"]
+    f = test.factors[index]
+    assert res["disentanglement"] == metrics.disentanglement_score(mu, f, discrete=[False, False])
+    assert res["mig"] == metrics.mig(mu, f, discrete=[False, False])
+    assert res["polarized_fraction"] == metrics.polarized_fraction([(e["step"], e["delta_KL"]) for e in history])
+
+
+def test_logged_losses_are_per_sample_means_on_the_fixed_subset():
+    """Unweighted chunk sums (the logged loss divided by the subset's size) went unnoticed."""
+    torch.manual_seed(_fresh_seed())
+    r = {"model": "beta-vae", "input_dim": 3, "latent_dim": 2, "beta": 1e-3, "loss": "square",
+         "encoder": {"hidden": [], "activation": "none"}, "decoder": {"hidden": [], "activation": "none"}}
+    m = build_model(r)
+    data = MiniDataset()
+    tr = Trainer(m, data, batch_size=50, optimizer="adam", lr=1e-2, seed=3, device=torch.device("cpu"), log_every=7)
+    entry = tr.diagnostics()
+    expected = m.loss(data.batch(tr.kl_index), generator=torch.Generator().manual_seed(3 + 7919))
+    for k in ("loss", "rec", "kl"):
+        assert entry[k] == pytest.approx(float(expected[k]), rel=1e-6)
+
+
+def test_each_seed_starts_from_its_own_initialisation(tmp_path, monkeypatch):
+    """Every seed starting from seed 0's weights went unnoticed (the runs still differed through the
+    data order and the noise)."""
+    import fastdto.nn
+    from fastdto.recipes import load_recipe
+    built = []
+    real = fastdto.nn.build_model
+
+    def spy(recipe, *args, **kwargs):
+        model = real(recipe, *args, **kwargs)
+        built.append({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(fastdto.nn, "build_model", spy)  # run_one imports it when it runs
+    rec = tiny_recipe(tmp_path)
+    assert run_main(rec, tmp_path / "runs", "--epochs", "1", "--seeds", "0,1") == 0
+    expected = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        expected.append(real(load_recipe(rec)).state_dict())
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert not same(expected[0], expected[1])
+    for e in expected:
+        assert any(same(e, b) for b in built)
