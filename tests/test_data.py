@@ -510,3 +510,24 @@ def test_batch_dtype_range_device(device):
     assert float(ds.x_raw[:2].max()) < 100.0
     with pytest.raises(TypeError):
         ds.batch(torch.tensor([0.5]))
+
+
+def test_subset_is_drawn_with_split_seed_plus_one(rng):
+    """``subset=n`` takes n positions of the split from ``default_rng(split_seed + 1)`` (documented),
+    not from ``default_rng(split_seed)`` (the split's own permutation seed)."""
+    seed = int(rng.integers(0, 2**31))
+    ds = data.load("dsprites", split="test", subset=6, split_seed=seed)
+    perm = np.random.default_rng(seed).permutation(dsprites.N_IMAGES)
+    test_idx = np.sort(perm[: round(0.1 * dsprites.N_IMAGES)])
+    pick = np.random.default_rng(seed + 1).choice(test_idx.size, size=6, replace=False)
+    assert np.asarray(ds.meta["grid_index"]).tolist() == test_idx[np.sort(pick)].tolist()
+    assert len(ds) == 6
+
+
+def test_test_split_size_is_rounded_not_floored():
+    """round(0.26 * 10) = 3 test items (flooring gives 2), the other 7 train; together all 10."""
+    test = dsprites.split_indices(10, "test", 0.26)
+    train = dsprites.split_indices(10, "train", 0.26)
+    assert test.size == 3 and train.size == 7
+    assert sorted(test.tolist() + train.tolist()) == list(range(10))
+    assert dsprites.split_indices(20, "test", 0.19).size == 4  # 3.8 -> 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
@@ -465,3 +466,30 @@ def test_build_model_takes_a_recipe_name_or_path(tmp_path):
         build_model("synth-lin-betavae")
     with pytest.raises(TypeError, match="recipe name, a path or a dict"):
         build_model(3)
+
+
+def test_marginal_logvar_is_log_diag_of_L_Lt(rng):
+    """Posterior variances are diag(L L^T) = row sums of L^2 (column sums would give diag(L^T L))."""
+    B, d = 7, 4
+    L = np.tril(rng.standard_normal((B, d, d)))
+    L[:, np.arange(d), np.arange(d)] = np.exp(rng.normal(0, 0.5, (B, d)))
+    want = np.log(np.stack([np.diag(Li @ Li.T) for Li in L]))
+    model = build_model(load_recipe("synth-lin-beta-vae-sigma"))
+    got = model.marginal_logvar(torch.from_numpy(L)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    # for a lower-triangular L the two differ (diag(L^T L) of the first row is sum_i L_i0^2, not L_00^2)
+    assert not np.allclose(want, np.log(np.stack([np.diag(Li.T @ Li) for Li in L])))
+
+
+def test_cholesky_diag_defaults_to_exp_when_recipe_omits_it(rng):
+    """A beta-vae-sigma recipe without ``cholesky_diag`` gets the documented default ``exp``
+    (diagonal of L = exp(raw)), not softplus."""
+    recipe = load_recipe("synth-lin-beta-vae-sigma")
+    del recipe["cholesky_diag"]
+    model = build_model(recipe)
+    assert isinstance(model, BetaVAESigma) and model.cholesky_diag == "exp"
+    d = model.latent_dim
+    raw = torch.from_numpy(rng.normal(0, 1, (5, d * (d + 1) // 2)))
+    L, logdiag = model.cholesky_from_raw(raw)
+    np.testing.assert_allclose(torch.diagonal(L, dim1=-2, dim2=-1).numpy(), np.exp(raw[:, :d].numpy()), rtol=1e-15)
+    np.testing.assert_array_equal(logdiag.numpy(), raw[:, :d].numpy())

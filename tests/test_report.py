@@ -166,3 +166,18 @@ def test_random_decoder_baseline_matches_haar_value():
     assert len(b["per_decoder"]) == 2
     with pytest.raises(ValueError, match="n_decoders"):
         metrics.random_decoder_baseline("dsprites-ae", n_decoders=0)
+
+
+@pytest.mark.parametrize("offset, listed", [(-30.0, True), (-6.0, True), (-4.0, False), (-2.0, False)])
+def test_polarised_fraction_disagreement_threshold_is_5_points(offset, listed):
+    """A beta-VAE cell more than 5 percentage points off Table 1 is listed; within 5 points it is not
+    (a threshold of 50 points would let a 30-point gap pass silently)."""
+    paper = report.paper_tables()
+    ref = paper["table1_polarized_fraction_percent"]["dsprites"]["dep"]
+    ours = (ref + offset) / 100
+    results = [{"dataset": "dsprites", "variant": "beta-vae", "recipe": "dsprites-beta-vae", "epochs": 1,
+                "polarized_fraction": ours}]
+    lines = report.discrepancies(results, paper)
+    line = f"- dsprites beta-vae: polarised fraction {100 * ours:.1f}% against the paper's {ref}%"
+    assert (line in lines) is listed
+    assert any("polarised fraction" in s for s in lines) is listed
