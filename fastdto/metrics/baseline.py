@@ -17,7 +17,8 @@ def random_decoder_baseline(architecture, *, n_decoders: int = 10, n_samples: in
     Args:
         architecture: a recipe name or dict (see :mod:`fastdto.recipes`); only its decoder,
             ``latent_dim``, ``input_dim`` and ``loss`` are used.
-        n_decoders: independent initialisations (seeds ``seed .. seed + n_decoders - 1``).
+        n_decoders: independent initialisations (torch seeds ``seed .. seed + n_decoders - 1``; decoder
+            ``k``'s standard normal latents come from a generator seeded ``10_000 + seed + k``).
         n_samples: latent points per decoder.
         active: passed to :func:`fastdto.evaluate` (default: all latents).
 
