@@ -220,6 +220,11 @@ class _Accumulator:
             raise TypeError(f"Jacobians must be float32 or float64, got {J.dtype}")
         if J.shape[2] > MAX_DIM:
             raise ValueError(f"latent dimension {J.shape[2]} exceeds the supported maximum of {MAX_DIM}")
+        n, k = J.shape[1:]
+        if n < k and not self.parts:  # once per call
+            warnings.warn(f"{n} outputs for {k} latents: at least {k - n} singular values are 0 at every point"
+                          + (", so V is not unique there (flagged ambiguous)" if k - n >= 2 else ""),
+                          RuntimeWarning, stacklevel=3)
         tol = _default_ambiguity_tol(J.dtype) if self.ambiguity_tol is None else self.ambiguity_tol
         milp = self.solver == "milp"
         run = self._run_cuda if J.is_cuda and _cuda_engine_usable() else self._run_cpu

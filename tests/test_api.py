@@ -612,3 +612,13 @@ def test_values_that_mutation_testing_found_unpinned(mlp_decoder):
     assert res.active.tolist() == [2, 0]
     torch.testing.assert_close(res.per_sample, expected.per_sample)
     assert torch.equal(res.permutation, expected.permutation) and torch.equal(res.signs, expected.signs)
+
+
+def test_fewer_outputs_than_latents_warn():
+    """Found by a new user's pass: J with n < d gave a DtO with only the ambiguous flags to say why."""
+    with pytest.warns(RuntimeWarning, match="2 outputs for 4 latents: at least 2 singular values are 0"):
+        res = fastdto.dto_from_jacobians(torch.randn(3, 2, 4, dtype=torch.float64))
+    assert res.ambiguous.all()
+    with pytest.warns(RuntimeWarning, match="3 outputs for 4 latents") as record:
+        fastdto.evaluate(lambda z: z[:, :3] ** 3, torch.randn(6, 4), chunk_size=2)  # three chunks, one warning
+    assert len([w for w in record if "outputs for" in str(w.message)]) == 1
