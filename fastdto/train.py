@@ -783,10 +783,13 @@ def _resolve_device(name: str | None) -> torch.device:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
         raise UsageError(f"bad --device {name!r}: use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise UsageError(f"bad --device {name!r}: use cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but CUDA is not available here (use --device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"bad --device {name!r}: use cpu or cuda")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0")
     return dev
 
 

@@ -350,7 +350,9 @@ def test_cli_errors_in_process(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert "CUDA" in err("synth-lin-vae", "--device", "cuda")
     else:
-        assert "device" in err("synth-lin-vae", "--device", "tpu")
+        assert "numbered from 0" in err("synth-lin-vae", "--device", f"cuda:{torch.cuda.device_count()}")
+    assert "use cpu or cuda" in err("synth-lin-vae", "--device", "tpu")
+    assert "use cpu or cuda" in err("synth-lin-vae", "--device", "cpu:1")
     missing = tmp_path / "empty"
     missing.mkdir()
     assert "not found" in err("mnist-vae", "--device", "cpu", "--data-root", str(missing))
