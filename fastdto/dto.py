@@ -319,6 +319,10 @@ def evaluate(decoder, latents: torch.Tensor, *, active=None, solver: str = "exac
             evaluated in eval mode and their mode is restored afterwards. Samples must not interact
             (each output row depends on its own latent only): a decoder whose output for the first
             latent changes when a second is passed with it (batch statistics, random draws) is refused.
+            It runs with ``torch.autocast`` switched off, in its own float32 or float64. TF32 matrix
+            products (``torch.set_float32_matmul_precision("high")``, or cuDNN convolutions, TF32 by
+            default) stay as the caller set them and put relative errors of about 1e-3 into ``J``: set
+            ``"highest"`` and ``torch.backends.cudnn.allow_tf32 = False`` for full float32 Jacobians.
         latents: ``(N, d)`` float tensor (typically posterior means), on the decoder's device and dtype.
         active: which latent axes enter the Jacobian. ``None``: all. ``"auto"``: the paper's rule, axes
             whose standard deviation over ``latents`` exceeds 0.5. Or a boolean mask of length ``d``, or

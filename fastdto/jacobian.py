@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -57,11 +57,16 @@ def _check_latents(latents) -> torch.Tensor:
     if latents.shape[1] == 0:
         raise ValueError("latents has d = 0 latent dimensions; need d >= 1")
     if latents.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"latents must be float32 or float64, got {latents.dtype}")
+        raise TypeError(f"latents must be float32 or float64, got {latents.dtype}" + (
+            _HALF_HINT if latents.is_floating_point() else ""))
     if not bool(torch.isfinite(latents).all()):
         bad = int((~torch.isfinite(latents)).any(dim=1).nonzero()[0, 0])
         raise ValueError(f"latents contains NaN or Inf (first at row {bad})")
     return latents.detach().contiguous()  # forward mode cannot make dual tensors of expanded ones
+
+
+_HALF_HINT = ("; DtO needs float32 or float64 Jacobians (half-precision arithmetic leaves "
+              "relative errors of about 1e-3 to 1e-2 in them): evaluate a float32 copy, e.g. copy.deepcopy(decoder).float() with latents.float()")
 
 
 def _module_of(decoder) -> torch.nn.Module | None:
@@ -82,6 +87,8 @@ def _check_decoder_device(decoder, latents: torch.Tensor) -> None:
                 raise ValueError(
                     f"decoder parameter '{name}' is on {p.device} but latents are on {latents.device}; "
                     "move one of them (e.g. latents.to(next(decoder.parameters()).device))")
+            if p.is_floating_point() and p.dtype not in (torch.float32, torch.float64):
+                raise TypeError(f"decoder parameter '{name}' is {p.dtype}" + _HALF_HINT)
             if p.is_floating_point() and p.dtype != latents.dtype:
                 raise TypeError(
                     f"latents are {latents.dtype} but decoder parameter '{name}' is {p.dtype}; "
@@ -114,7 +121,8 @@ def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
             f"the decoder must keep the batch dimension: input batch {batch}, output shape {tuple(y.shape)}")
     _check_dense(y, "the decoder's output")
     if y.dtype not in (torch.float32, torch.float64):  # the engine takes float32 or float64 Jacobians
-        raise TypeError(f"the decoder must return float32 or float64 outputs, got {y.dtype}")
+        raise TypeError(f"the decoder must return float32 or float64 outputs, got {y.dtype}" + (
+            _HALF_HINT if y.is_floating_point() else ""))
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return y
@@ -273,7 +281,11 @@ def iter_jacobian_chunks(decoder, latents: torch.Tensor, columns: Sequence[int] 
         raise ValueError(f"memory_budget must be a positive, finite number of bytes, got {memory_budget!r}")
     f = _flat(decoder)
     method = "forward"  # then "double-vjp", then "reverse", each only where the one before cannot work
-    with _eval_mode(decoder), torch.no_grad():
+    # Autocast off: under a caller's torch.autocast the decoder would run in half precision, and its
+    # Jacobians with it; DtO is computed in the decoder's own float32 or float64.
+    no_autocast = (torch.autocast(latents.device.type, enabled=False) if latents.device.type in ("cpu", "cuda")
+                   else nullcontext())
+    with _eval_mode(decoder), torch.no_grad(), no_autocast:
         probe, activation_bytes = _probe(decoder, latents)
         n = probe[0].numel()
         if n == 0:

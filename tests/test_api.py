@@ -1,6 +1,7 @@
 """Jacobians through autodiff, evaluate() end to end, and every kind of bad input."""
 
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -537,6 +538,24 @@ def test_inputs_found_by_fuzzing(rng, mlp_decoder):
     with pytest.warns(RuntimeWarning, match="5 of 5 Jacobians are exactly zero.*detach"):
         res = fastdto.evaluate(lambda z: mlp_decoder(z).detach(), torch.randn(5, 4))
     assert res.dto == 0.0
+
+
+def test_autocast_is_switched_off_and_half_precision_decoders_get_a_way_out():
+    """Under a caller's autocast the decoder used to run in bfloat16 and evaluate refused its outputs;
+    a bfloat16 decoder got 'pass latents.to(torch.bfloat16)', which the latents check then refused."""
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence().entropy % 2**31))
+    dec = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Tanh(), torch.nn.Linear(32, 50))
+    z = torch.randn(20, 4, generator=gen)
+    plain = fastdto.evaluate(dec, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = fastdto.evaluate(dec, z)
+        assert fastdto.jacobians(dec, z).dtype == torch.float32
+        assert torch.is_autocast_enabled("cpu")  # the caller's setting is back
+    torch.testing.assert_close(inside.per_sample, plain.per_sample, rtol=0, atol=0)
+    for half in (torch.bfloat16, torch.float16):
+        for decoder, latents in ((copy.deepcopy(dec).to(half), z), (dec, z.to(half))):
+            with pytest.raises(TypeError, match=r"copy.deepcopy\(decoder\).float\(\)"):
+                fastdto.evaluate(decoder, latents)
 
 
 def test_out_of_memory_in_the_engine_raises_memory_error():
