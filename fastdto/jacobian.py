@@ -115,7 +115,9 @@ def _eval_mode(decoder):
 
 def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"the decoder must return a torch.Tensor, got {type(y).__name__}")
+        raise TypeError(f"the decoder must return a torch.Tensor, got {type(y).__name__}: wrap it to return the "
+                        "tensor to differentiate, e.g. lambda z: vae.decode(z)[0] or .logits (call vae.eval() "
+                        "first: a function is not switched to eval mode)")
     if y.ndim < 1 or y.shape[0] != batch:
         raise ValueError(
             f"the decoder must keep the batch dimension: input batch {batch}, output shape {tuple(y.shape)}")

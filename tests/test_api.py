@@ -530,6 +530,8 @@ def test_inputs_found_by_fuzzing(rng, mlp_decoder):
                          (torch.randn(5, 4).to_sparse(), "^latents must be a dense tensor")):
         with pytest.raises(ValueError, match=message):
             fastdto.evaluate(mlp_decoder, bad)
+    with pytest.raises(TypeError, match=r"must return a torch.Tensor, got tuple: wrap it .*decode\(z\)\[0\]"):
+        fastdto.evaluate(lambda z: (mlp_decoder(z), z), torch.randn(5, 4))
     with pytest.raises(TypeError, match="float32 or float64 outputs"):  # named the Jacobians, after a chunk
         fastdto.evaluate(lambda z: mlp_decoder(z).half(), torch.randn(5, 4))
     for bad in ({1}, [None], [1.0], [0, 10**30], slice(2)):  # leaked NumPy's conversion errors
