@@ -48,10 +48,12 @@ def _check_dense(x: torch.Tensor, name: str) -> None:
 
 def _check_latents(latents) -> torch.Tensor:
     if not isinstance(latents, torch.Tensor):
-        raise TypeError(f"latents must be a torch.Tensor of shape (N, d), got {type(latents).__name__}")
+        raise TypeError(f"latents must be a torch.Tensor of shape (N, d), got {type(latents).__name__}"
+                        + ("; convert with torch.from_numpy" if isinstance(latents, np.ndarray) else ""))
     _check_dense(latents, "latents")
     if latents.ndim != 2:
-        raise ValueError(f"latents must have shape (N, d), got shape {tuple(latents.shape)}")
+        raise ValueError(f"latents must have shape (N, d), got shape {tuple(latents.shape)}"
+                         + ("; for one point pass latents[None]" if latents.ndim == 1 else ""))
     if latents.shape[0] == 0:
         raise ValueError("latents is empty: need at least one latent point (N >= 1)")
     if latents.shape[1] == 0:

@@ -218,13 +218,13 @@ def test_results_on_latents_device_and_types(mlp_decoder):
 def test_bad_latents(mlp_decoder):
     with pytest.raises(ValueError, match="NaN or Inf"):
         fastdto.evaluate(mlp_decoder, torch.tensor([[0.0, float("nan"), 0, 0]]))
-    with pytest.raises(ValueError, match=r"shape \(N, d\)"):
+    with pytest.raises(ValueError, match=r"shape \(N, d\), got shape \(4,\); for one point pass latents\[None\]"):
         fastdto.evaluate(mlp_decoder, torch.randn(4))
     with pytest.raises(ValueError, match="empty"):
         fastdto.evaluate(mlp_decoder, torch.randn(0, 4))
     with pytest.raises(ValueError, match="d = 0"):
         fastdto.evaluate(lambda z: z, torch.randn(3, 0))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match="torch.Tensor of shape .* got ndarray; convert with torch.from_numpy"):
         fastdto.evaluate(mlp_decoder, np.zeros((3, 4)))
     with pytest.raises(TypeError, match="float32 or float64"):
         fastdto.evaluate(mlp_decoder, torch.zeros(3, 4, dtype=torch.int64))
