@@ -46,6 +46,12 @@ def _check_dense(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a dense tensor, got layout {x.layout}")
 
 
+# Why half precision is refused, and the way out for a half-precision decoder.
+_HALF_WHY = ("; DtO needs float32 or float64 Jacobians (half-precision arithmetic leaves relative errors of "
+             "about 1e-3 to 1e-2 in them)")
+_HALF_HINT = _HALF_WHY + ": evaluate a float32 copy, e.g. copy.deepcopy(decoder).float() with latents.float()"
+
+
 def _check_latents(latents) -> torch.Tensor:
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"latents must be a torch.Tensor of shape (N, d), got {type(latents).__name__}"
@@ -65,10 +71,6 @@ def _check_latents(latents) -> torch.Tensor:
         bad = int((~torch.isfinite(latents)).any(dim=1).nonzero()[0, 0])
         raise ValueError(f"latents contains NaN or Inf (first at row {bad})")
     return latents.detach().contiguous()  # forward mode cannot make dual tensors of expanded ones
-
-
-_HALF_HINT = ("; DtO needs float32 or float64 Jacobians (half-precision arithmetic leaves "
-              "relative errors of about 1e-3 to 1e-2 in them): evaluate a float32 copy, e.g. copy.deepcopy(decoder).float() with latents.float()")
 
 
 def _module_of(decoder) -> torch.nn.Module | None:
@@ -126,7 +128,7 @@ def _check_output(y, batch: int, name: str = "decoder output") -> torch.Tensor:
     _check_dense(y, "the decoder's output")
     if y.dtype not in (torch.float32, torch.float64):  # the engine takes float32 or float64 Jacobians
         raise TypeError(f"the decoder must return float32 or float64 outputs, got {y.dtype}" + (
-            _HALF_HINT if y.is_floating_point() else ""))
+            _HALF_WHY if y.is_floating_point() else ""))
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return y
