@@ -166,6 +166,10 @@ def _outside(ours, paper):
     return abs(ours[0] - m) > s + ROUNDING
 
 
+AE_ACTIVE_RULE = ("the 'active' rule (std of mu_j > 0.5) depends on the scale of an unregularised code and is "
+                  "not meaningful for autoencoders; compare AEs on the all-latent DtO.")
+
+
 def table2(results, baselines, paper) -> list[str]:
     cells = _cells(results)
     lines = ["| dataset | metric | " + " | ".join(VARIANTS) + " | random decoder |",
@@ -200,9 +204,6 @@ def table2(results, baselines, paper) -> list[str]:
                   "`--random-decoders` per dataset, into the runs folder's `random_decoder.json`)."]
     return lines
 
-
-AE_ACTIVE_RULE = ("the 'active' rule (std of mu_j > 0.5) depends on the scale of an unregularised code and is "
-                  "not meaningful for autoencoders; compare AEs on the all-latent DtO.")
 
 # (applies to a disagreeing cell (dataset, variant)?, explanation)
 LIKELY_CAUSES = [
